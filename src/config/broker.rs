@@ -1,0 +1,160 @@
+//! `[brokers.NAME]`: a Kafka cluster or an AMQP server.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::properties;
+use super::reader::Table;
+use super::secret::Secret;
+use super::values::{Invalid, check_ca_file, choice};
+
+choice! {
+    /// Broker protocol.
+    pub enum BrokerKind {
+        /// Apache Kafka, through librdkafka.
+        Kafka = "kafka",
+        /// AMQP 0-9-1, as spoken by RabbitMQ.
+        Amqp = "amqp",
+    }
+}
+
+/// A broker connection, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Broker {
+    /// A Kafka cluster.
+    Kafka(Kafka),
+    /// An AMQP server.
+    Amqp(Amqp),
+}
+
+impl Broker {
+    /// Returns the broker protocol.
+    pub fn kind(&self) -> BrokerKind {
+        match self {
+            Self::Kafka(_) => BrokerKind::Kafka,
+            Self::Amqp(_) => BrokerKind::Amqp,
+        }
+    }
+}
+
+/// Kafka cluster settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Kafka {
+    /// Comma-separated `host:port` list of the first brokers to contact.
+    /// Required.
+    pub bootstrap_servers: String,
+    /// librdkafka client properties, passed on as they are. A property
+    /// whose name contains `password`, `secret` or `token`, and
+    /// `sasl.oauthbearer.config` and `ssl.key.pem`, is a secret. Default:
+    /// none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, Property>,
+}
+
+/// Value of a Kafka client property.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Property {
+    /// A value printed as it is.
+    Plain(String),
+    /// A password, token or key, printed redacted.
+    Secret(Secret),
+}
+
+impl Property {
+    /// Returns the value to hand to librdkafka. Never log it: it may be a
+    /// secret.
+    pub fn expose(&self) -> &str {
+        match self {
+            Self::Plain(value) => value,
+            Self::Secret(secret) => secret.expose(),
+        }
+    }
+}
+
+/// AMQP server settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Amqp {
+    /// `amqp://` or `amqps://` URL with credentials and virtual host, such
+    /// as `amqp://user:password@host:5672/%2f`. A secret. Required.
+    pub url: Secret,
+    /// PEM file of CA certificates trusted for `amqps://` in addition to
+    /// the platform roots. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+const KAFKA_KEYS: &[&str] = &["bootstrap_servers", "properties"];
+const AMQP_KEYS: &[&str] = &["url", "url_file", "ca_file"];
+
+/// Reads one `[brokers.NAME]` table. Returns the kind even when the rest
+/// is invalid, so pipelines can still be checked against it.
+pub(crate) fn read(mut table: Table<'_>) -> (Option<BrokerKind>, Option<Broker>) {
+    let kind = table.require::<BrokerKind>("kind");
+    let broker = match kind {
+        Some(BrokerKind::Kafka) => read_kafka(&mut table).map(Broker::Kafka),
+        Some(BrokerKind::Amqp) => read_amqp(&mut table).map(Broker::Amqp),
+        None => {
+            table.skip_rest();
+            None
+        }
+    };
+    table.finish();
+
+    (kind, broker)
+}
+
+fn read_kafka(table: &mut Table<'_>) -> Option<Kafka> {
+    reject_keys(table, AMQP_KEYS, "amqp");
+    let bootstrap_servers = table.require::<String>("bootstrap_servers");
+    let properties = properties::read(table);
+
+    Some(Kafka {
+        bootstrap_servers: bootstrap_servers?,
+        properties,
+    })
+}
+
+fn read_amqp(table: &mut Table<'_>) -> Option<Amqp> {
+    reject_keys(table, KAFKA_KEYS, "kafka");
+    let url = read_url(table);
+    let ca_file = table.get_checked("ca_file", |file: &PathBuf| check_ca_file(file));
+
+    Some(Amqp { url: url?, ca_file })
+}
+
+fn reject_keys(table: &mut Table<'_>, keys: &[&str], kind: &str) {
+    for key in keys {
+        let reason = format!("applies only to brokers of kind {kind}");
+        table.reject(key, Invalid::new(reason).with_fix(Some("remove it".into())));
+    }
+}
+
+fn read_url(table: &mut Table<'_>) -> Option<Secret> {
+    let url = table.require_secret("url")?;
+    let Err(invalid) = check_amqp_url(&url) else {
+        return Some(url);
+    };
+
+    let key = if table.contains("url") {
+        "url"
+    } else {
+        "url_file"
+    };
+    table.reject(key, invalid);
+    None
+}
+
+/// Checks an AMQP URL without quoting it, because it carries a password.
+fn check_amqp_url(url: &Secret) -> Result<(), Invalid> {
+    let parsed =
+        url::Url::parse(url.expose()).map_err(|err| Invalid::new(format!("invalid URL: {err}")))?;
+
+    match parsed.scheme() {
+        "amqp" | "amqps" => Ok(()),
+        _ => Err(Invalid::new("expected an amqp:// or amqps:// URL")),
+    }
+}

@@ -1,0 +1,105 @@
+//! Configuration sources: an optional TOML file, then `MAILBRIDGE_`
+//! environment variables, which win.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Map};
+use figment::{Error, Figment, Metadata, Profile, Provider};
+
+use super::error::{ConfigError, ENV_PREFIX};
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "MAILBRIDGE_CONFIG";
+
+/// `MAILBRIDGE_` variables that are not configuration keys: the file name
+/// and the logging settings. The names are without the prefix.
+const NOT_KEYS: &[&str] = &["config", "log", "log_format"];
+
+/// Builds the environment provider: `MAILBRIDGE_` variables with `__`
+/// between nesting levels. figment lowercases the keys.
+pub(crate) fn environment() -> Env {
+    Env::prefixed(ENV_PREFIX).ignore(NOT_KEYS).split("__")
+}
+
+/// Merges the optional TOML `file` and the environment, which wins.
+pub(crate) fn figment(file: Option<&Path>, env: &Env) -> Result<Figment, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(file) = file {
+        figment = figment.merge(TomlFile::read(file)?);
+    }
+
+    Ok(figment.merge(env.clone()))
+}
+
+/// Returns the merged tree. Both providers put their keys in the default
+/// profile.
+pub(crate) fn merged(figment: &Figment) -> Result<Dict, ConfigError> {
+    let mut data = figment
+        .data()
+        .map_err(|err| ConfigError::Merge(Box::new(err)))?;
+
+    Ok(data.remove(&Profile::Default).unwrap_or_default())
+}
+
+/// A TOML configuration file, read once and parsed before figment merges it.
+pub(crate) struct TomlFile {
+    path: PathBuf,
+    text: String,
+}
+
+impl TomlFile {
+    /// Reads and parses the file. A parse error gives the line and column
+    /// but no excerpt of the file, which could show a secret.
+    pub(crate) fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if let Err(err) = toml::from_str::<toml::Table>(&text) {
+            let offset = err.span().map_or(0, |span| span.start);
+            let (line, column) = line_and_column(&text, offset);
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: err.message().to_owned(),
+            });
+        }
+
+        Ok(Self {
+            path: path.to_owned(),
+            text,
+        })
+    }
+}
+
+impl Provider for TomlFile {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("TOML file", self.path.as_path())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, Error> {
+        Toml::string(&self.text).data()
+    }
+}
+
+/// Returns the 1-based line and column of a byte offset.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_counts_from_one() {
+        assert_eq!(line_and_column("a = 1\nb = \n", 0), (1, 1));
+        assert_eq!(line_and_column("a = 1\nb = \n", 10), (2, 5));
+    }
+}

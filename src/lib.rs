@@ -1,0 +1,11 @@
+//! mailbridge connects mailboxes to message brokers. Inbound, it publishes
+//! each new IMAP mail as a JSON document to Kafka or AMQP; outbound, it
+//! consumes JSON send requests and submits them over SMTP. Both sides sign
+//! in with OAuth2 (SASL XOAUTH2 or OAUTHBEARER).
+//!
+//! - [`config`] loads the TOML file and the `MAILBRIDGE_` environment
+//!   variables, validates them and keeps secrets out of its output.
+
+#![forbid(unsafe_code)]
+
+pub mod config;

@@ -1,0 +1,149 @@
+//! `mailbridge config` run as a process, with a temporary configuration
+//! file and environment variables.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const CONFIG: &str = r#"
+[accounts.support]
+address = "support@example.test"
+
+[accounts.support.oauth2]
+provider = "generic"
+client_id = "mailbridge-test"
+client_secret_file = "client-secret"
+token_url = "http://127.0.0.1:9080/token"
+authorize_url = "http://127.0.0.1:9080/authorize"
+
+[accounts.support.imap]
+host = "127.0.0.1"
+port = 10993
+
+[brokers.rabbit]
+kind = "amqp"
+url = "amqp://guest:amqp-password-value@127.0.0.1:5672/%2f"
+
+[inbound.tickets]
+account = "support"
+broker = "rabbit"
+routing_key = "mail.inbound"
+"#;
+
+/// Runs the binary in `dir` with only the given environment variables.
+fn mailbridge(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailbridge"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("mailbridge runs")
+}
+
+fn write(dir: &Path, name: &str, content: &str) {
+    std::fs::write(dir.join(name), content).expect("file is written");
+}
+
+#[test]
+fn config_prints_redacted_toml() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    write(dir.path(), "mailbridge.toml", CONFIG);
+    write(dir.path(), "client-secret", "client-secret-value\n");
+    let env = [
+        ("MAILBRIDGE_CONFIG", "mailbridge.toml"),
+        ("MAILBRIDGE_ACCOUNTS__SUPPORT__IMAP__PORT", "10994"),
+        ("MAILBRIDGE_INBOUND__TICKETS__MAILBOXES", "[INBOX,Archive]"),
+    ];
+
+    let output = mailbridge(dir.path(), &["config"], &env);
+
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert!(
+        output.status.success(),
+        "status {}: {stderr}",
+        output.status
+    );
+    let parsed: toml::Table = toml::from_str(&stdout).expect("stdout is TOML");
+    let imap = &parsed["accounts"]["support"]["imap"];
+    assert_eq!(imap["port"].as_integer(), Some(10994));
+    let mailboxes = &parsed["inbound"]["tickets"]["mailboxes"];
+    assert_eq!(mailboxes.as_array().map(Vec::len), Some(2));
+    assert!(!stdout.contains("client-secret-value"), "{stdout}");
+    assert!(!stdout.contains("amqp-password-value"), "{stdout}");
+    assert!(!stdout.contains("client_secret_file"), "{stdout}");
+    assert_eq!(stdout.matches("[redacted]").count(), 2, "{stdout}");
+}
+
+#[test]
+fn config_flag_names_file() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    write(
+        dir.path(),
+        "other.toml",
+        "[metrics]\nlisten = \"0.0.0.0:9464\"\n",
+    );
+
+    let output = mailbridge(dir.path(), &["--config", "other.toml", "config"], &[]);
+
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(output.status.success(), "status {}", output.status);
+    assert!(stdout.contains("listen = \"0.0.0.0:9464\""), "{stdout}");
+}
+
+#[test]
+fn invalid_config_exits_78() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let bad = CONFIG
+        .replace("port = 10993", "port = \"abc\"\ntsl = \"implicit\"")
+        .replace("account = \"support\"", "account = \"nobody\"");
+    write(dir.path(), "mailbridge.toml", &bad);
+    let env = [("MAILBRIDGE_ACCOUNTS__SUPPORT__OAUTH2__CLIENT_ID", "")];
+
+    let output = mailbridge(dir.path(), &["--config", "mailbridge.toml", "config"], &env);
+
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(output.stdout.is_empty());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 6, "{stderr}");
+    let expected_starts = [
+        "accounts.support.oauth2.client_id = \"\": must not be empty",
+        "accounts.support.oauth2.client_secret_file = \"client-secret\": failed to read secret file",
+        "accounts.support.imap.port = \"abc\": expected a port number from 1 to 65535",
+        "accounts.support.imap.tsl: unknown key; did you mean `tls`?",
+        "inbound.tickets.account = \"nobody\": unknown account `nobody`",
+    ];
+    for (line, start) in lines.iter().zip(expected_starts) {
+        assert!(
+            line.starts_with(start),
+            "{line:?} does not start with {start:?}"
+        );
+    }
+    assert!(
+        lines[2].contains("MAILBRIDGE_ACCOUNTS__SUPPORT__IMAP__PORT"),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[2].contains("set in mailbridge.toml"), "{}", lines[2]);
+    assert_eq!(lines[5], "error: invalid configuration: 5 problems");
+    assert!(!stderr.contains("amqp-password-value"), "{stderr}");
+}
+
+#[test]
+fn missing_file_exits_78() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+
+    let output = mailbridge(
+        dir.path(),
+        &["config"],
+        &[("MAILBRIDGE_CONFIG", "absent.toml")],
+    );
+
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.starts_with("error: failed to read configuration file absent.toml"),
+        "{stderr}"
+    );
+}

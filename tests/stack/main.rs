@@ -1,0 +1,14 @@
+//! Integration tests that prove the local server stack from Rust, with the
+//! crates the product uses: the OAuth2 server, Dovecot over both TLS modes,
+//! postfix submission with XOAUTH2, the Kafka-protocol broker and RabbitMQ.
+//!
+//! They need `scripts/stack up` and fail, never skip, when a server is
+//! missing.
+
+mod support;
+
+mod amqp;
+mod imap;
+mod kafka;
+mod oauth;
+mod smtp;

@@ -1,0 +1,176 @@
+//! Stack addresses, TLS trust of the test CA, tokens and SASL strings.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_imap::Authenticator;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+/// Reads a `STACK_*` address: from the environment when set, else from the
+/// file that `scripts/stack up` writes.
+pub fn stack(name: &str) -> String {
+    if let Ok(value) = std::env::var(name)
+        && !value.is_empty()
+    {
+        return value;
+    }
+    let file = stack_env_file();
+    stack_file_vars(&file)
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not set and {} has no value for it: run `scripts/stack up` first",
+                file.display()
+            )
+        })
+}
+
+fn stack_env_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/env")
+}
+
+fn stack_file_vars(file: &Path) -> &'static HashMap<String, String> {
+    static VARS: OnceLock<HashMap<String, String>> = OnceLock::new();
+    VARS.get_or_init(|| {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| line.strip_prefix("export "))
+            .filter_map(|line| line.split_once('='))
+            .map(|(key, value)| (key.to_string(), value.trim_matches('\'').to_string()))
+            .collect()
+    })
+}
+
+pub fn port(name: &str) -> u16 {
+    let value = stack(name);
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("{name}={value} is not a port number"))
+}
+
+/// Returns a name that no earlier test run used, for users, topics and queues.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{nanos:x}-{count}")
+}
+
+pub fn mail_address(local_part: &str) -> String {
+    format!("{local_part}@{}", stack("STACK_MAIL_DOMAIN"))
+}
+
+/// TLS client configuration that trusts only the stack's test CA.
+pub fn tls_config() -> Arc<ClientConfig> {
+    let pem = std::fs::read(stack("STACK_CA_FILE")).expect("read the stack's CA file");
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.expect("parse the CA certificate"))
+            .expect("add the CA certificate");
+    }
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+pub async fn tls_connect(stream: TcpStream) -> TlsStream<TcpStream> {
+    let name = ServerName::try_from("localhost").expect("valid server name");
+    TlsConnector::from(tls_config())
+        .connect(name, stream)
+        .await
+        .expect("TLS handshake with the stack's certificate")
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("build HTTP client")
+}
+
+/// Obtains an access token for `user` by the client credentials grant.
+pub async fn access_token(user: &str) -> String {
+    let response = http()
+        .post(stack("STACK_OAUTH_TOKEN_URL"))
+        .basic_auth(
+            stack("STACK_OAUTH_CLIENT_ID"),
+            Some(stack("STACK_OAUTH_CLIENT_SECRET")),
+        )
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("username", user),
+            ("scope", "imap smtp"),
+        ])
+        .send()
+        .await
+        .expect("token request");
+    assert!(
+        response.status().is_success(),
+        "token endpoint returned {}",
+        response.status()
+    );
+    let body: Value = response.json().await.expect("token response is JSON");
+    body["access_token"]
+        .as_str()
+        .expect("access_token in token response")
+        .to_string()
+}
+
+/// SASL XOAUTH2 client response (Google's and Microsoft's format):
+/// `user=USER ^A auth=Bearer TOKEN ^A ^A`.
+pub fn xoauth2_response(user: &str, token: &str) -> String {
+    format!("user={user}\x01auth=Bearer {token}\x01\x01")
+}
+
+/// SASL OAUTHBEARER client response (RFC 7628 section 3.1).
+pub fn oauthbearer_response(user: &str, token: &str) -> String {
+    format!("n,a={user},\x01auth=Bearer {token}\x01\x01")
+}
+
+/// An IMAP authenticator that sends its initial response to the first
+/// (empty) challenge and answers any later challenge, which is the server's
+/// error report, with an empty response so that the tagged NO follows.
+pub struct OAuthAuthenticator {
+    response: String,
+    sent: bool,
+    pub error_challenges: Arc<Mutex<Vec<String>>>,
+}
+
+impl OAuthAuthenticator {
+    pub fn new(response: String) -> Self {
+        Self {
+            response,
+            sent: false,
+            error_challenges: Arc::default(),
+        }
+    }
+}
+
+impl Authenticator for OAuthAuthenticator {
+    type Response = String;
+
+    fn process(&mut self, challenge: &[u8]) -> String {
+        if !self.sent {
+            self.sent = true;
+            return self.response.clone();
+        }
+        let text = String::from_utf8_lossy(challenge).into_owned();
+        self.error_challenges.lock().unwrap().push(text);
+        String::new()
+    }
+}
