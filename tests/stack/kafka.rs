@@ -13,7 +13,8 @@ use crate::support::{http, stack, unique};
 
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The mock broker has no Admin API: its control listener creates topics.
+/// Creates a topic through the mock broker's control listener, because the
+/// broker has no Admin API.
 async fn create_topic(name: &str) {
     let url = format!(
         "{}/topics/{name}?partitions=1",

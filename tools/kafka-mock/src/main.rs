@@ -133,7 +133,7 @@ fn create_topic(cluster: &Cluster, name: &str, partitions: i32) -> Result<(), St
         .map_err(|err| format!("failed to create topic {name:?}: {err}"))
 }
 
-/// Answers one control request and closes the connection.
+/// Handles one control request and closes the connection.
 fn serve(cluster: &Cluster, mut stream: TcpStream) {
     let mut request_line = String::new();
     if BufReader::new(&stream)
