@@ -34,8 +34,15 @@ pub fn stack(name: &str) -> String {
         })
 }
 
+/// Finds `.stack/env` in the working directory, which cargo sets to the
+/// package root of the checkout under test, before the directory the test
+/// binary was built from.
 fn stack_env_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/env")
+    let relative = Path::new(".stack/env");
+    if relative.exists() {
+        return relative.to_path_buf();
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
 fn stack_file_vars(file: &Path) -> &'static HashMap<String, String> {
