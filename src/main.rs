@@ -1,6 +1,6 @@
 //! Command-line entry point of mailbridge.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,9 +15,10 @@ const EX_CONFIG: u8 = 78;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// TOML configuration file. Without it, every key comes from
-    /// MAILBRIDGE_ environment variables.
-    #[arg(long, global = true, value_name = "FILE", env = config::CONFIG_ENV)]
+    /// TOML configuration file. Default: the MAILBRIDGE_CONFIG environment
+    /// variable, where an empty value means no file. Without a file, every
+    /// key comes from MAILBRIDGE_ environment variables.
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -33,7 +34,8 @@ enum Command {
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let config = match config::load(cli.config.as_deref()) {
+    let file = cli.config.or_else(config_file_from_env);
+    let config = match config::load(file.as_deref()) {
         Ok(config) => config,
         Err(err) => {
             report(&err);
@@ -47,6 +49,15 @@ fn main() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Returns the file named by `MAILBRIDGE_CONFIG`. An empty value names no
+/// file, so that `MAILBRIDGE_CONFIG=` unsets it. clap's own `env` option
+/// would reject the empty value.
+fn config_file_from_env() -> Option<PathBuf> {
+    std::env::var_os(config::CONFIG_ENV)
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from)
+}
+
 /// Prints every configuration problem on its own line, then the count.
 fn report(err: &ConfigError) {
     for problem in err.problems() {
@@ -55,11 +66,19 @@ fn report(err: &ConfigError) {
     eprintln!("error: {err}");
 }
 
+/// Prints the configuration as TOML. When the reader closes the pipe early,
+/// as `head` does, the output stops without a message and the command
+/// succeeds. `cat` also stops without a message, but it is killed by
+/// SIGPIPE, so its shell status is 141.
 fn print_config(config: &Config) -> anyhow::Result<()> {
     let text = toml::to_string_pretty(config).context("failed to write configuration as TOML")?;
-    std::io::stdout()
+    let mut stdout = io::stdout().lock();
+    let written = stdout
         .write_all(text.as_bytes())
-        .context("failed to write to standard output")?;
+        .and_then(|()| stdout.flush());
 
-    Ok(())
+    match written {
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("failed to write to standard output"),
+    }
 }

@@ -147,3 +147,128 @@ fn missing_file_exits_78() {
         "{stderr}"
     );
 }
+
+#[test]
+fn closed_stdout_exits_quietly() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    write(dir.path(), "mailbridge.toml", CONFIG);
+    write(dir.path(), "client-secret", "client-secret-value\n");
+    // A pipe whose reader is closed before mailbridge writes, as `head`
+    // leaves it once it has read enough.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_mailbridge"))
+        .args(["--config", "mailbridge.toml", "config"])
+        .current_dir(dir.path())
+        .env_clear()
+        .stdout(writer)
+        .output()
+        .expect("mailbridge runs");
+
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn empty_config_variable_means_no_file() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let env = [
+        ("MAILBRIDGE_CONFIG", ""),
+        ("MAILBRIDGE_METRICS__LISTEN", "0.0.0.0:9464"),
+    ];
+
+    let output = mailbridge(dir.path(), &["config"], &env);
+
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert!(
+        output.status.success(),
+        "status {}: {stderr}",
+        output.status
+    );
+    assert!(stdout.contains("listen = \"0.0.0.0:9464\""), "{stdout}");
+}
+
+#[test]
+fn empty_variable_level_exits_78() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let env = [("MAILBRIDGE_STATE____DIRECTORY", "hidden-value")];
+
+    let output = mailbridge(dir.path(), &["config"], &env);
+
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("state.\"\".directory: invalid variable name"),
+        "{first}"
+    );
+    assert!(
+        first.ends_with("(set by environment variable MAILBRIDGE_STATE____DIRECTORY)"),
+        "{first}"
+    );
+    assert!(!stderr.contains("hidden-value"), "{stderr}");
+}
+
+#[test]
+fn printed_config_fed_back_exits_78() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    write(dir.path(), "mailbridge.toml", CONFIG);
+    write(dir.path(), "client-secret", "client-secret-value\n");
+    let printed = mailbridge(dir.path(), &["--config", "mailbridge.toml", "config"], &[]);
+    assert!(printed.status.success(), "status {}", printed.status);
+    let printed = String::from_utf8(printed.stdout).expect("UTF-8");
+    write(dir.path(), "printed.toml", &printed);
+
+    let output = mailbridge(dir.path(), &["--config", "printed.toml", "config"], &[]);
+
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with(
+            "accounts.support.oauth2.client_secret: secret is `[redacted]`, the marker that \
+             `mailbridge config` prints in place of a secret; set the real value, or set \
+             `client_secret_file`"
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("brokers.rabbit.url: secret is `[redacted]`"),
+        "{}",
+        lines[1]
+    );
+}
+
+#[test]
+fn kafka_secret_properties_redacted() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = format!(
+        "{CONFIG}\n[brokers.kafka]\nkind = \"kafka\"\nbootstrap_servers = \"127.0.0.1:9092\"\n\n\
+         [brokers.kafka.properties]\n\
+         \"sasl.oauthbearer.assertion.private.key.passphrase\" = \"passphrase-value\"\n\
+         \"sasl.oauthbearer.assertion.private.key.pem\" = \"pem-value\"\n\
+         \"SASL.PASSWORD\" = \"upper-case-value\"\n\
+         \"sasl.pasword\" = \"misspelt-value\"\n"
+    );
+    write(dir.path(), "mailbridge.toml", &config);
+    write(dir.path(), "client-secret", "client-secret-value\n");
+
+    let output = mailbridge(dir.path(), &["--config", "mailbridge.toml", "config"], &[]);
+
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(output.status.success(), "status {}", output.status);
+    for value in [
+        "passphrase-value",
+        "pem-value",
+        "upper-case-value",
+        "misspelt-value",
+    ] {
+        assert!(!stdout.contains(value), "{value} in output:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("[redacted]").count(), 6, "{stdout}");
+}

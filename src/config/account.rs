@@ -89,7 +89,8 @@ pub struct OAuth2 {
     /// Device authorization endpoint (RFC 8628). Default: the provider preset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_authorization_url: Option<String>,
-    /// Loopback port of the redirect URI (RFC 8252). Default: a free port.
+    /// Loopback port of the redirect URI (RFC 8252), only for
+    /// `authorization_code`. Default: a free port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect_port: Option<u16>,
     /// SASL mechanism. Default: `xoauth2`.
@@ -152,7 +153,7 @@ fn read_oauth2(mut table: Table<'_>) -> Option<OAuth2> {
     check_grant(&mut table, provider, grant);
     let endpoints = read_endpoints(&mut table, provider, grant);
     let scopes = table.get::<Vec<String>>("scopes").unwrap_or_default();
-    let redirect_port = table.get::<Port>("redirect_port").map(|port| port.0);
+    let redirect_port = read_redirect_port(&mut table, grant);
     let mechanism = table
         .get::<Mechanism>("mechanism")
         .unwrap_or(Mechanism::Xoauth2);
@@ -172,6 +173,21 @@ fn read_oauth2(mut table: Table<'_>) -> Option<OAuth2> {
         redirect_port,
         mechanism,
     })
+}
+
+/// Reads the port of the loopback redirect URI, which only the browser
+/// sign-in of `authorization_code` uses.
+fn read_redirect_port(table: &mut Table<'_>, grant: Grant) -> Option<u16> {
+    if grant != Grant::AuthorizationCode {
+        let reason = "applies only to grant authorization_code, which signs in through a browser";
+        table.reject(
+            "redirect_port",
+            Invalid::new(reason).with_fix(Some("remove it".into())),
+        );
+        return None;
+    }
+
+    table.get::<Port>("redirect_port").map(|port| port.0)
 }
 
 /// Reads the Microsoft tenant, which only Microsoft has.

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::properties;
 use super::reader::Table;
 use super::secret::Secret;
+use super::servers::ServerList;
 use super::values::{Invalid, check_ca_file, choice};
 
 choice! {
@@ -43,13 +44,15 @@ impl Broker {
 /// Kafka cluster settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kafka {
-    /// Comma-separated `host:port` list of the first brokers to contact.
-    /// Required.
+    /// Comma-separated `host:port` list of the first brokers to contact,
+    /// with an IPv6 address in brackets (`[::1]:9092`). Whitespace around
+    /// the commas is removed. Required.
     pub bootstrap_servers: String,
-    /// librdkafka client properties, passed on as they are. A property
-    /// whose name contains `password`, `secret` or `token`, and
-    /// `sasl.oauthbearer.config` and `ssl.key.pem`, is a secret. Default:
-    /// none.
+    /// librdkafka client properties, passed on as they are. A property is
+    /// a secret when its name, in any case, contains `pass`, `pwd`,
+    /// `secret`, `token` or `pem`, or `key` without ending in `.location`,
+    /// or a misspelling of `password`, `passphrase` or `secret`, and when
+    /// it is `sasl.oauthbearer.config`. Default: none.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, Property>,
 }
@@ -109,18 +112,18 @@ pub(crate) fn read(mut table: Table<'_>) -> (Option<BrokerKind>, Option<Broker>)
 
 fn read_kafka(table: &mut Table<'_>) -> Option<Kafka> {
     reject_keys(table, AMQP_KEYS, "amqp");
-    let bootstrap_servers = table.require::<String>("bootstrap_servers");
+    let bootstrap_servers = table.require::<ServerList>("bootstrap_servers");
     let properties = properties::read(table);
 
     Some(Kafka {
-        bootstrap_servers: bootstrap_servers?,
+        bootstrap_servers: bootstrap_servers?.0,
         properties,
     })
 }
 
 fn read_amqp(table: &mut Table<'_>) -> Option<Amqp> {
     reject_keys(table, KAFKA_KEYS, "kafka");
-    let url = read_url(table);
+    let url = table.require_secret_checked("url", check_amqp_url);
     let ca_file = table.get_checked("ca_file", |file: &PathBuf| check_ca_file(file));
 
     Some(Amqp { url: url?, ca_file })
@@ -133,28 +136,23 @@ fn reject_keys(table: &mut Table<'_>, keys: &[&str], kind: &str) {
     }
 }
 
-fn read_url(table: &mut Table<'_>) -> Option<Secret> {
-    let url = table.require_secret("url")?;
-    let Err(invalid) = check_amqp_url(&url) else {
-        return Some(url);
-    };
-
-    let key = if table.contains("url") {
-        "url"
-    } else {
-        "url_file"
-    };
-    table.reject(key, invalid);
-    None
-}
-
 /// Checks an AMQP URL without quoting it, because it carries a password.
+/// The url crate's parse errors (url 2.5) name the failed part, never the
+/// input.
 fn check_amqp_url(url: &Secret) -> Result<(), Invalid> {
-    let parsed =
-        url::Url::parse(url.expose()).map_err(|err| Invalid::new(format!("invalid URL: {err}")))?;
+    let fix = || Some("write it as amqp://user:password@host:5672/vhost".to_owned());
+    let no_host = || Invalid::new("URL has no host").with_fix(fix());
+    let parsed = match url::Url::parse(url.expose()) {
+        Ok(parsed) => parsed,
+        Err(url::ParseError::EmptyHost) => return Err(no_host()),
+        Err(err) => return Err(Invalid::new(format!("invalid URL: {err}")).with_fix(fix())),
+    };
+    if !matches!(parsed.scheme(), "amqp" | "amqps") {
+        return Err(Invalid::new("expected an amqp:// or amqps:// URL"));
+    }
 
-    match parsed.scheme() {
-        "amqp" | "amqps" => Ok(()),
-        _ => Err(Invalid::new("expected an amqp:// or amqps:// URL")),
+    match parsed.host_str().is_none_or(str::is_empty) {
+        true => Err(no_host()),
+        false => Ok(()),
     }
 }

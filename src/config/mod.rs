@@ -10,12 +10,15 @@ mod broker;
 mod error;
 mod inbound;
 pub mod keys;
+mod loops;
 mod outbound;
 mod properties;
 mod reader;
 mod refs;
 mod secret;
+mod secret_forms;
 mod server;
+mod servers;
 mod sources;
 mod values;
 
@@ -95,6 +98,9 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     let figment = sources::figment(file, &env)?;
     let dict = sources::merged(&figment)?;
     let cx = Context::new(&figment, &env);
+    for problem in sources::empty_levels() {
+        cx.report(problem);
+    }
     let config = read(Table::root(&cx, &dict));
     let problems = cx.into_problems();
 
@@ -110,12 +116,12 @@ fn read(mut root: Table<'_>) -> Option<Config> {
     let mut refs = Refs::default();
     let accounts = read_accounts(&mut root, &mut refs);
     let brokers = read_brokers(&mut root, &mut refs);
-    let inbound = root
+    let inbound: Vec<_> = root
         .sections("inbound")
         .into_iter()
         .map(|(name, table)| (name, inbound::read(table, &refs)))
         .collect();
-    let outbound = root
+    let outbound: Vec<_> = root
         .sections("outbound")
         .into_iter()
         .map(|(name, table)| {
@@ -123,6 +129,7 @@ fn read(mut root: Table<'_>) -> Option<Config> {
             (name, pipeline)
         })
         .collect();
+    loops::check(&root, &inbound, &outbound);
     root.finish();
 
     Some(Config {

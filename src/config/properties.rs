@@ -8,8 +8,9 @@ use figment::value::Value;
 
 use super::broker::Property;
 use super::error::Origin;
-use super::reader::{Context, Table, secret_text};
-use super::values::{Invalid, describe, kind_of, read_secret_file};
+use super::reader::{Context, Table};
+use super::secret_forms::{Form, choose_form, read_secret_file, secret_text};
+use super::values::{Invalid, describe, kind_of};
 
 /// Properties that have their own key or are set per pipeline.
 const RESERVED: &[(&str, &str)] = &[
@@ -17,13 +18,27 @@ const RESERVED: &[(&str, &str)] = &[
     ("group.id", "set group_id in the outbound pipeline instead"),
 ];
 
-/// Tells whether a librdkafka property is a secret.
+/// Tells whether a librdkafka property is a secret. The test is broad on
+/// purpose, because redacting a harmless value costs little and a printed
+/// secret cannot be taken back. It ignores case, and `pass` also matches
+/// `passphrase` and `passwd`. Of the names with `key`, only those ending
+/// in `.location` are file paths and stay plain.
 pub(crate) fn is_secret(name: &str) -> bool {
-    let secret_word = ["password", "secret", "token"]
+    let name = name.to_ascii_lowercase();
+    let secret_word = ["pass", "pwd", "secret", "token", "pem"]
         .iter()
         .any(|word| name.contains(word));
+    let key = name.contains("key") && !name.ends_with(".location");
+    // A misspelling such as `sasl.pasword` contains none of the words
+    // above. The shorter `secret` allows one edit only, so that `socket`
+    // stays plain.
+    let misspelt = name.split(['.', '_', '-']).any(|word| {
+        [("password", 2), ("passphrase", 2), ("secret", 1)]
+            .iter()
+            .any(|(secret, edits)| strsim::damerau_levenshtein(word, secret) <= *edits)
+    });
 
-    secret_word || name == "sasl.oauthbearer.config" || name == "ssl.key.pem"
+    secret_word || key || misspelt || name == "sasl.oauthbearer.config"
 }
 
 type Leaves<'a> = BTreeMap<String, (Vec<String>, &'a Value)>;
@@ -41,11 +56,41 @@ pub(crate) fn read(table: &mut Table<'_>) -> BTreeMap<String, Property> {
         let name = path[prefix..].join(".");
         choose(cx, &mut leaves, name, path, value);
     }
+    choose_forms(cx, &mut leaves);
 
     leaves
         .iter()
-        .filter_map(|(name, (path, value))| read_one(cx, &leaves, name, path, value))
+        .filter_map(|(name, (path, value))| read_one(cx, name, path, value))
         .collect()
+}
+
+/// Keeps one of each secret property `NAME` and its `NAME_file`, the one
+/// that [`choose_form`] picks. When both come from the same source,
+/// neither is kept.
+fn choose_forms(cx: &Context<'_>, leaves: &mut Leaves<'_>) {
+    let stems: Vec<String> = leaves
+        .keys()
+        .filter_map(|name| name.strip_suffix("_file"))
+        .filter(|stem| is_secret(stem) && leaves.contains_key(*stem))
+        .map(str::to_owned)
+        .collect();
+
+    for stem in stems {
+        let file_name = format!("{stem}_file");
+        let form = {
+            let (inline_path, inline) = &leaves[&stem];
+            let (file_path, file) = &leaves[&file_name];
+            choose_form(cx, &stem, (inline_path, inline), (file_path, file))
+        };
+        let dropped = match form {
+            Some(Form::Inline) => vec![file_name],
+            Some(Form::File) => vec![stem],
+            None => vec![stem, file_name],
+        };
+        for name in dropped {
+            leaves.remove(&name);
+        }
+    }
 }
 
 /// Keeps one value per property name: the environment wins over the file,
@@ -77,13 +122,12 @@ fn choose<'a>(
 
 fn read_one(
     cx: &Context<'_>,
-    leaves: &Leaves<'_>,
     name: &str,
     path: &[String],
     value: &Value,
 ) -> Option<(String, Property)> {
     if let Some(stem) = name.strip_suffix("_file") {
-        return read_file(cx, leaves, stem, path, value);
+        return read_file(cx, stem, path, value);
     }
     if let Some((_, fix)) = RESERVED.iter().find(|(reserved, _)| *reserved == name) {
         let invalid = Invalid::new("reserved property").with_fix(Some(fix.to_string()));
@@ -92,7 +136,7 @@ fn read_one(
     }
 
     let property = match is_secret(name) {
-        true => Property::Secret(secret_text(cx, path, value)?),
+        true => Property::Secret(secret_text(cx, path, value, name)?),
         false => Property::Plain(plain_text(cx, path, value)?),
     };
     Some((name.to_owned(), property))
@@ -101,23 +145,18 @@ fn read_one(
 /// Reads `NAME_file`, the file holding the secret property `NAME`.
 fn read_file(
     cx: &Context<'_>,
-    leaves: &Leaves<'_>,
     stem: &str,
     path: &[String],
     value: &Value,
 ) -> Option<(String, Property)> {
-    let name = format!("{stem}_file");
-    let invalid = if !is_secret(stem) {
-        let reason = format!("`{stem}` is not a secret, so `{name}` is not accepted");
-        Invalid::new(reason).with_fix(Some(format!("set `{stem}` itself")))
-    } else if leaves.contains_key(stem) {
-        let reason = format!("both `{stem}` and `{name}` are set");
-        Invalid::new(reason).with_fix(Some("remove one of them".to_owned()))
-    } else {
+    if is_secret(stem) {
         let secret = read_secret_file(cx, path, value)?;
         return Some((stem.to_owned(), Property::Secret(secret)));
-    };
+    }
 
+    let name = format!("{stem}_file");
+    let reason = format!("`{stem}` is not a secret, so `{name}` is not accepted");
+    let invalid = Invalid::new(reason).with_fix(Some(format!("set `{stem}` itself")));
     cx.reject(path, value, true, invalid);
     None
 }
@@ -135,4 +174,55 @@ fn plain_text(cx: &Context<'_>, path: &[String], value: &Value) -> Option<String
     }
 
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_secret_matches_broadly() {
+        let secrets = [
+            "sasl.password",
+            "SASL.PASSWORD",
+            "sasl.pasword",
+            "sasl.passwrd",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "sasl.oauthbearer.assertion.private.key.pem",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.client.secert",
+            "sasl.oauthbearer.config",
+            "sasl.oauthbearer.token.endpoint.url",
+            "ssl.key.password",
+            "ssl.key.pem",
+            "ssl.keystore.password",
+            "ssl.certificate.pem",
+            "sasl.kerberos.keytab",
+            "ssl_key",
+            "db.pwd",
+        ];
+        for name in secrets {
+            assert!(is_secret(name), "{name} is not a secret");
+        }
+    }
+
+    #[test]
+    fn is_secret_keeps_common_names_plain() {
+        let plain = [
+            "security.protocol",
+            "sasl.mechanism",
+            "sasl.username",
+            "client.id",
+            "ssl.key.location",
+            "ssl.keystore.location",
+            "ssl.ca.location",
+            "session.timeout.ms",
+            "auto.offset.reset",
+            "socket.keepalive.enable",
+            "compression.type",
+        ];
+        for name in plain {
+            assert!(!is_secret(name), "{name} is a secret");
+        }
+    }
 }

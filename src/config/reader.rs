@@ -10,10 +10,11 @@ use figment::providers::Env;
 use figment::value::{Dict, Value};
 use figment::{Figment, Provider};
 
-use super::error::{Origin, Problem};
+use super::error::{Origin, Problem, env_var};
 use super::keys;
 use super::secret::Secret;
-use super::values::{FromValue, Invalid, describe, kind_of, read_secret_file};
+use super::secret_forms::{Form, choose_form, read_secret_file, secret_text};
+use super::values::{FromValue, Invalid, describe, kind_of};
 
 /// Shared state of one read: where each value came from, and the problems
 /// found so far.
@@ -137,6 +138,21 @@ impl<'a> Table<'a> {
         self.dict.contains_key(key)
     }
 
+    /// Returns the value at `path` below this table, without marking it
+    /// read.
+    pub(crate) fn value_at(&self, path: &[&str]) -> Option<&'a Value> {
+        let (last, parents) = path.split_last()?;
+        let mut dict = self.dict;
+        for key in parents {
+            match dict.get(*key)? {
+                Value::Dict(_, child) => dict = child,
+                _ => return None,
+            }
+        }
+
+        dict.get(*last)
+    }
+
     /// Marks `key` as read and returns its value.
     pub(crate) fn take(&mut self, key: &str) -> Option<&'a Value> {
         let pattern = keys::join(&self.pattern, key);
@@ -219,8 +235,14 @@ impl<'a> Table<'a> {
             return;
         }
 
-        let reason = format!("missing key, required {condition}");
-        self.cx.report(Problem::new(&self.path_of(key), reason));
+        let mut problem = Problem::new(
+            &self.path_of(key),
+            format!("missing key, required {condition}"),
+        );
+        if keys::is_secret(&keys::join(&self.pattern, key)) {
+            problem.fix = Some(self.secret_fix(key));
+        }
+        self.cx.report(problem);
     }
 
     /// Records a problem with the value of `key`, when it is set. This
@@ -280,35 +302,76 @@ impl<'a> Table<'a> {
 
     /// Reads an optional secret, given either as `key` or as `key_file`.
     pub(crate) fn secret(&mut self, key: &str) -> Option<Secret> {
+        self.secret_checked(key, |_| Ok(()))
+    }
+
+    /// Reads an optional secret, given either as `key` or as `key_file`,
+    /// and checks it. A problem found by `check` is recorded on the form
+    /// that was read, without the secret.
+    pub(crate) fn secret_checked(
+        &mut self,
+        key: &str,
+        check: impl FnOnce(&Secret) -> Result<(), Invalid>,
+    ) -> Option<Secret> {
         let file_key = format!("{key}_file");
         let inline = self.take(key);
         self.read.insert(file_key.clone());
         let file = self.dict.get(&file_key);
+        let inline_path = self.path_of(key);
+        let file_path = self.path_of(&file_key);
 
-        match (inline, file) {
-            (Some(_), Some(value)) => {
-                let reason = format!("both `{key}` and `{file_key}` are set");
-                let invalid = Invalid::new(reason).with_fix(Some("remove one of them".into()));
-                self.cx
-                    .reject(&self.path_of(&file_key), value, true, invalid);
+        let form = match (inline, file) {
+            (Some(inline), Some(file)) => {
+                choose_form(self.cx, key, (&inline_path, inline), (&file_path, file))?
+            }
+            (Some(_), None) => Form::Inline,
+            (None, Some(_)) => Form::File,
+            (None, None) => return None,
+        };
+        let (path, value) = match form {
+            Form::Inline => (inline_path, inline?),
+            Form::File => (file_path, file?),
+        };
+        let secret = match form {
+            Form::Inline => secret_text(self.cx, &path, value, key),
+            Form::File => read_secret_file(self.cx, &path, value),
+        }?;
+
+        match check(&secret) {
+            Ok(()) => Some(secret),
+            Err(invalid) => {
+                self.cx.reject(&path, value, form == Form::File, invalid);
                 None
             }
-            (Some(value), None) => secret_text(self.cx, &self.path_of(key), value),
-            (None, Some(value)) => read_secret_file(self.cx, &self.path_of(&file_key), value),
-            (None, None) => None,
         }
     }
 
-    /// Reads a required secret, given either as `key` or as `key_file`.
-    pub(crate) fn require_secret(&mut self, key: &str) -> Option<Secret> {
-        let file_key = format!("{key}_file");
-        if !self.contains(key) && !self.contains(&file_key) {
+    /// Reads a required secret, given either as `key` or as `key_file`,
+    /// and checks it.
+    pub(crate) fn require_secret_checked(
+        &mut self,
+        key: &str,
+        check: impl FnOnce(&Secret) -> Result<(), Invalid>,
+    ) -> Option<Secret> {
+        if !self.contains(key) && !self.contains(&format!("{key}_file")) {
             self.take(key);
-            self.missing(key, Some(format!("set `{key}` or `{file_key}`")));
+            self.missing(key, Some(self.secret_fix(key)));
             return None;
         }
 
-        self.secret(key)
+        self.secret_checked(key, check)
+    }
+
+    /// Names both forms of the secret `key`, in the file and as
+    /// environment variables.
+    fn secret_fix(&self, key: &str) -> String {
+        let file_key = format!("{key}_file");
+        format!(
+            "set `{key}` or `{file_key}` in the configuration file, or the environment \
+             variable {} or {}",
+            env_var(&self.path_of(key)),
+            env_var(&self.path_of(&file_key))
+        )
     }
 
     /// Reads a table of free-form keys (Kafka client properties) as leaves
@@ -339,21 +402,6 @@ impl<'a> Table<'a> {
             self.cx.reject(&self.path_of(key), value, false, invalid);
         }
     }
-}
-
-/// Reads a secret given inline. Its value never appears in a problem.
-pub(crate) fn secret_text(cx: &Context<'_>, path: &[String], value: &Value) -> Option<Secret> {
-    let Some(text) = cx.text(path, value) else {
-        let reason = format!("expected a string, found {}", kind_of(value));
-        cx.reject(path, value, false, Invalid::new(reason));
-        return None;
-    };
-    if text.is_empty() {
-        cx.reject(path, value, false, Invalid::new("secret is empty"));
-        return None;
-    }
-
-    Some(Secret::new(text))
 }
 
 fn collect_leaves<'a>(

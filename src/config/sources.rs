@@ -7,7 +7,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map};
 use figment::{Error, Figment, Metadata, Profile, Provider};
 
-use super::error::{ConfigError, ENV_PREFIX};
+use super::error::{ConfigError, ENV_PREFIX, Origin, Problem};
 
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "MAILBRIDGE_CONFIG";
@@ -20,6 +20,54 @@ const NOT_KEYS: &[&str] = &["config", "log", "log_format"];
 /// between nesting levels. figment lowercases the keys.
 pub(crate) fn environment() -> Env {
     Env::prefixed(ENV_PREFIX).ignore(NOT_KEYS).split("__")
+}
+
+/// Finds the `MAILBRIDGE_` variables with an empty nesting level, such as
+/// `MAILBRIDGE_STATE____DIRECTORY` or `MAILBRIDGE_STATE__DIRECTORY__`.
+/// figment 0.10 skips them without a message, so each becomes a problem
+/// that names the variable but never shows its value, which may be a
+/// secret.
+pub(crate) fn empty_levels() -> Vec<Problem> {
+    std::env::vars_os()
+        .filter_map(|(name, _)| {
+            // figment trims the name too.
+            let name = name.to_string_lossy();
+            let name = name.trim();
+            let segments = key_segments(name)?;
+            let empty = segments.iter().any(String::is_empty);
+
+            empty.then(|| empty_level(name, &segments))
+        })
+        .collect()
+}
+
+/// Splits a variable name into the key path that figment reads from it,
+/// or returns `None` for a variable that sets no key. Like figment, this
+/// matches the prefix in any case.
+fn key_segments(name: &str) -> Option<Vec<String>> {
+    let prefix = name.get(..ENV_PREFIX.len())?;
+    if !prefix.eq_ignore_ascii_case(ENV_PREFIX) {
+        return None;
+    }
+    let rest = &name[ENV_PREFIX.len()..];
+    if NOT_KEYS.iter().any(|key| key.eq_ignore_ascii_case(rest)) {
+        return None;
+    }
+
+    let key = rest.to_ascii_lowercase().replace("__", ".");
+    Some(key.trim().split('.').map(str::to_owned).collect())
+}
+
+fn empty_level(name: &str, segments: &[String]) -> Problem {
+    let reason = "invalid variable name: a nesting level is empty";
+    let mut problem = Problem::new(segments, reason);
+    problem.fix = Some(
+        "`__` separates nesting levels and no level may be empty, so remove the extra `__`"
+            .to_owned(),
+    );
+    problem.env = name.to_owned();
+    problem.origin = Some(Origin::Environment);
+    problem
 }
 
 /// Merges the optional TOML `file` and the environment, which wins.

@@ -10,9 +10,6 @@ use figment::value::Value;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::reader::Context;
-use super::secret::Secret;
-
 /// Reason a value was rejected, and the fix when one is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Invalid {
@@ -267,30 +264,6 @@ pub(crate) fn kind_of(value: &Value) -> &'static str {
         Value::Empty(..) => "an empty value",
         Value::Dict(..) => "a table",
         Value::Array(..) => "a list",
-    }
-}
-
-/// Reads a secret from the file named by the `_file` key at `path`. A
-/// problem names the key, the file and the OS error, never the content.
-pub(crate) fn read_secret_file(cx: &Context<'_>, path: &[String], value: &Value) -> Option<Secret> {
-    let text = cx.text(path, value);
-    let secret = PathBuf::from_value(value, text.as_deref()).and_then(|file| read_secret(&file));
-
-    secret
-        .map_err(|invalid| cx.reject(path, value, true, invalid))
-        .ok()
-}
-
-fn read_secret(file: &Path) -> Result<Secret, Invalid> {
-    let content = std::fs::read_to_string(file)
-        .map_err(|err| Invalid::new(format!("failed to read secret file: {err}")))?;
-    // Editors and `echo` end files with a newline that is not part of the value.
-    let content = content.strip_suffix('\n').unwrap_or(&content);
-    let content = content.strip_suffix('\r').unwrap_or(content);
-
-    match content.is_empty() {
-        true => Err(Invalid::new("secret file is empty")),
-        false => Ok(Secret::new(content)),
     }
 }
 

@@ -2,6 +2,7 @@
 //! temporary working directory and an empty environment, both restored
 //! afterwards.
 
+mod brokers;
 mod keys;
 mod problems;
 mod secrets;

@@ -446,6 +446,50 @@ fn microsoft_app_only_needs_tenant() {
 }
 
 #[test]
+fn redirect_port_only_for_browser_grant() {
+    for grant in ["client_credentials", "device_code"] {
+        jail(|jail| {
+            let toml = base_with(
+                "provider = \"generic\"",
+                &format!("provider = \"generic\"\ngrant = \"{grant}\"\nredirect_port = 8400"),
+            )
+            .replacen(
+                "token_url",
+                "device_authorization_url = \"http://127.0.0.1:9080/device\"\ntoken_url",
+                1,
+            );
+
+            let problems = problems(load_toml(jail, &toml));
+
+            assert_eq!(problems.len(), 1, "{grant}: {problems:#?}");
+            let port = problem(&problems, "accounts.support.oauth2.redirect_port");
+            assert_eq!(
+                port.reason,
+                "applies only to grant authorization_code, which signs in through a browser"
+            );
+            assert_eq!(port.fix.as_deref(), Some("remove it"));
+            assert_eq!(port.value.as_deref(), Some("8400"));
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn redirect_port_with_authorization_code() {
+    jail(|jail| {
+        let toml = base_with(
+            "provider = \"generic\"",
+            "provider = \"generic\"\nredirect_port = 8400",
+        );
+
+        let config = load_toml(jail, &toml).expect("valid");
+
+        assert_eq!(config.accounts["support"].oauth2.redirect_port, Some(8400));
+        Ok(())
+    });
+}
+
+#[test]
 fn tenant_only_for_microsoft() {
     jail(|jail| {
         let toml = base_with(

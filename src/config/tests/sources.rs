@@ -219,3 +219,52 @@ fn parse_error_hides_line() {
         Ok(())
     });
 }
+
+#[test]
+fn empty_env_level_rejected() {
+    jail(|jail| {
+        let cases = [
+            ("MAILBRIDGE_STATE__DIRECTORY__", r#"state.directory."""#),
+            ("MAILBRIDGE_STATE____DIRECTORY", r#"state."".directory"#),
+            ("MAILBRIDGE_ACCOUNTS____ADDRESS", r#"accounts."".address"#),
+            ("MAILBRIDGE___X", r#""".x"#),
+        ];
+        for (name, _) in cases {
+            jail.set_env(name, "hidden-value");
+        }
+
+        let problems = problems(load(None));
+
+        assert_eq!(problems.len(), cases.len(), "{problems:#?}");
+        for (name, key) in cases {
+            let empty = problem(&problems, key);
+            assert_eq!(empty.env, name);
+            assert_eq!(empty.origin, Some(Origin::Environment));
+            assert_eq!(empty.value, None);
+            assert_eq!(
+                empty.reason,
+                "invalid variable name: a nesting level is empty"
+            );
+            let fix = empty.fix.as_deref().unwrap_or_default();
+            assert!(fix.contains("`__` separates nesting levels"), "{fix}");
+            assert!(fix.contains("no level may be empty"), "{fix}");
+            let line = empty.to_string();
+            assert!(line.contains(name), "{line}");
+            assert!(!line.contains("hidden-value"), "{line}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn empty_env_level_in_lowercase_name() {
+    jail(|jail| {
+        jail.set_env("mailbridge_metrics__listen__", "0.0.0.0:9464");
+
+        let problems = problems(load(None));
+
+        let empty = problem(&problems, r#"metrics.listen."""#);
+        assert_eq!(empty.env, "mailbridge_metrics__listen__");
+        Ok(())
+    });
+}
