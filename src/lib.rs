@@ -5,7 +5,10 @@
 //!
 //! - [`config`] loads the TOML file and the `MAILBRIDGE_` environment
 //!   variables, validates them and keeps secrets out of its output.
+//! - [`auth`] builds SASL XOAUTH2 and OAUTHBEARER responses, resolves
+//!   provider endpoints and scopes, classifies token errors and stores tokens.
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
