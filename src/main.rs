@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mailbridge::auth;
 use mailbridge::config::{self, Config, ConfigError};
 
 /// Exit status for invalid configuration: `EX_CONFIG` of sysexits.h.
@@ -35,7 +36,7 @@ enum Command {
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let file = cli.config.or_else(config_file_from_env);
-    let config = match config::load(file.as_deref()) {
+    let config = match config::load(file.as_deref()).and_then(check_oauth2) {
         Ok(config) => config,
         Err(err) => {
             report(&err);
@@ -47,6 +48,17 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Config => print_config(&config)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rejects OAuth2 settings that yield tokens the mail servers refuse, such
+/// as Microsoft Graph scopes.
+fn check_oauth2(config: Config) -> Result<Config, ConfigError> {
+    let problems = auth::presets::config_problems(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Validate(problems))
+    }
 }
 
 /// Returns the file named by `MAILBRIDGE_CONFIG`. An empty value names no

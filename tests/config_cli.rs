@@ -272,3 +272,37 @@ fn kafka_secret_properties_redacted() {
     }
     assert_eq!(stdout.matches("[redacted]").count(), 6, "{stdout}");
 }
+
+/// A Graph token's audience is graph.microsoft.com, which Exchange Online
+/// IMAP and SMTP reject, so such a scope is a configuration error.
+#[test]
+fn graph_scope_exits_78() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = r#"
+[accounts.support]
+address = "support@example.test"
+
+[accounts.support.oauth2]
+provider = "microsoft"
+client_id = "11111111-1111-1111-1111-111111111111"
+scopes = ["https://graph.microsoft.com/Mail.Read", "offline_access"]
+
+[accounts.support.imap]
+host = "outlook.office365.com"
+"#;
+    write(dir.path(), "mailbridge.toml", config);
+
+    let output = mailbridge(dir.path(), &["--config", "mailbridge.toml", "config"], &[]);
+
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert_eq!(output.status.code(), Some(78), "stderr: {stderr}");
+    assert!(
+        stderr.contains("accounts.support.oauth2.scopes"),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("graph.microsoft.com"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("MAILBRIDGE_ACCOUNTS__SUPPORT__OAUTH2__SCOPES"),
+        "stderr: {stderr}"
+    );
+}

@@ -5,7 +5,7 @@
 
 use super::{GOOGLE_MAIL_SCOPE, MICROSOFT_APP_ONLY_SCOPE, OFFLINE_ACCESS};
 use super::{MICROSOFT_IMAP_SCOPE, MICROSOFT_SMTP_SCOPE};
-use crate::config::{Account, Grant, Provider};
+use crate::config::{self, Account, Config, Grant, Provider};
 
 /// Scopes of OpenID Connect, which the Microsoft identity platform accepts
 /// without a resource in front.
@@ -207,4 +207,22 @@ fn is_graph(scope: &str) -> bool {
         .unwrap_or(&lower);
     let resource = rest.split('/').next().unwrap_or_default();
     resource == "graph.microsoft.com" || resource == GRAPH_APP_ID
+}
+
+/// Checks the `oauth2` settings of every account of `config` and returns
+/// the problems in the configuration's own form, so that they are reported
+/// with the loading problems and the same exit status.
+pub fn config_problems(config: &Config) -> Vec<config::Problem> {
+    config
+        .accounts
+        .iter()
+        .flat_map(|(name, account)| validate(name, account))
+        .map(|problem| {
+            // Names of accounts contain no dots, so the key splits cleanly.
+            let path: Vec<String> = problem.key.split('.').map(str::to_owned).collect();
+            let mut converted = config::Problem::new(&path, problem.message);
+            converted.fix = problem.fix;
+            converted
+        })
+        .collect()
 }

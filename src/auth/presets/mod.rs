@@ -4,7 +4,7 @@
 
 mod checks;
 
-pub use checks::{Problem, validate};
+pub use checks::{Problem, config_problems, validate};
 
 use crate::config::{Account, Grant, Provider};
 
