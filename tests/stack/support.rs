@@ -6,6 +6,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_imap::Authenticator;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use mailbridge::auth::{AccessToken, ErrorChallenge, InitialResponse, error_reply};
+use mailbridge::config::Mechanism;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -138,28 +142,30 @@ pub async fn access_token(user: &str) -> String {
         .to_string()
 }
 
-/// SASL XOAUTH2 client response (Google's and Microsoft's format):
-/// `user=USER ^A auth=Bearer TOKEN ^A ^A`.
-pub fn xoauth2_response(user: &str, token: &str) -> String {
-    format!("user={user}\x01auth=Bearer {token}\x01\x01")
+/// The product's XOAUTH2 initial response for `user` and `token`.
+pub fn xoauth2_response(user: &str, token: &str) -> InitialResponse {
+    InitialResponse::new(Mechanism::Xoauth2, user, &AccessToken::new(token))
+        .expect("valid SASL user")
 }
 
-/// SASL OAUTHBEARER client response (RFC 7628 section 3.1).
-pub fn oauthbearer_response(user: &str, token: &str) -> String {
-    format!("n,a={user},\x01auth=Bearer {token}\x01\x01")
+/// The product's OAUTHBEARER initial response (RFC 7628 section 3.1).
+pub fn oauthbearer_response(user: &str, token: &str) -> InitialResponse {
+    InitialResponse::new(Mechanism::Oauthbearer, user, &AccessToken::new(token))
+        .expect("valid SASL user")
 }
 
-/// An IMAP authenticator that sends its initial response to the first
-/// (empty) challenge and answers any later challenge, which is the server's
-/// error report, with an empty response so that the tagged NO follows.
+/// An IMAP authenticator that sends the product's initial response to the
+/// first (empty) challenge and answers any later challenge, which is the
+/// server's error report, with the product's error reply, so that the
+/// tagged NO follows.
 pub struct OAuthAuthenticator {
-    response: String,
+    response: InitialResponse,
     sent: bool,
-    pub error_challenges: Arc<Mutex<Vec<String>>>,
+    pub error_challenges: Arc<Mutex<Vec<ErrorChallenge>>>,
 }
 
 impl OAuthAuthenticator {
-    pub fn new(response: String) -> Self {
+    pub fn new(response: InitialResponse) -> Self {
         Self {
             response,
             sent: false,
@@ -169,15 +175,17 @@ impl OAuthAuthenticator {
 }
 
 impl Authenticator for OAuthAuthenticator {
-    type Response = String;
+    type Response = Vec<u8>;
 
-    fn process(&mut self, challenge: &[u8]) -> String {
+    fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
         if !self.sent {
             self.sent = true;
-            return self.response.clone();
+            return self.response.expose_bytes().to_vec();
         }
-        let text = String::from_utf8_lossy(challenge).into_owned();
-        self.error_challenges.lock().unwrap().push(text);
-        String::new()
+        // async-imap hands over the decoded challenge; the parser takes the
+        // base64 text as it appears on the wire.
+        let parsed = ErrorChallenge::parse(&BASE64.encode(challenge));
+        self.error_challenges.lock().unwrap().push(parsed);
+        error_reply(self.response.mechanism()).to_vec()
     }
 }
