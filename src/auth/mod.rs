@@ -13,18 +13,27 @@
 //!   with mode 0600.
 //! - [`token`] defines the access and refresh token types, which redact
 //!   themselves in `Debug` and `Display`.
+//! - [`grant`] sends the token requests of the refresh-token,
+//!   client-credentials, authorization-code and device-code grants.
+//! - [`provider`] caches each account's access token, refreshes it once
+//!   per account before it expires, retries transient failures and marks
+//!   accounts that need a new sign-in.
 
 pub mod aadsts;
 pub mod challenge;
 pub mod error;
+pub mod grant;
 pub mod presets;
+pub mod provider;
 pub mod sasl;
 pub mod store;
 pub mod token;
 
 pub use challenge::{ChallengeClass, ErrorChallenge};
 pub use error::{Classification, ErrorResponse, OAuth2Error};
+pub use grant::{DeviceAuthorization, GrantError, HttpSettings, TokenClient};
 pub use presets::{Preset, PresetError, resolve, validate};
+pub use provider::{ProviderError, ProviderSettings, RetryPolicy, TokenProvider};
 pub use sasl::{InitialResponse, SaslError, error_reply, error_reply_base64, mechanism_name};
 pub use store::{StoreError, StoredTokens, TokenStore, TokenUpdate};
 pub use token::{AccessToken, RefreshToken};

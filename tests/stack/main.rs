@@ -12,3 +12,4 @@ mod imap;
 mod kafka;
 mod oauth;
 mod smtp;
+mod token;
