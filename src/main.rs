@@ -12,6 +12,10 @@ use mailbridge::config::{self, Config, ConfigError};
 /// Exit status for invalid configuration: `EX_CONFIG` of sysexits.h.
 const EX_CONFIG: u8 = 78;
 
+/// Exit status for a wrong command line, such as an unknown account:
+/// `EX_USAGE` of sysexits.h.
+const EX_USAGE: u8 = 64;
+
 /// Connects IMAP and SMTP mailboxes to Kafka and AMQP brokers.
 #[derive(Parser)]
 #[command(version, about)]
@@ -31,6 +35,26 @@ enum Command {
     /// Print the merged, validated configuration as TOML, with every
     /// secret redacted.
     Config,
+
+    /// Sign in to an account once and store its tokens in the token store
+    /// of the state directory. Exit status: 0 on success, 64 for an
+    /// unknown ACCOUNT, 78 for invalid configuration, 1 when the sign-in
+    /// fails.
+    Authorize {
+        /// Name of the account, as in `[accounts.NAME]`.
+        account: String,
+        /// Use the device-code grant: print a URL and a code to enter on
+        /// any device.
+        #[arg(long)]
+        device: bool,
+        /// Only print the authorization URL; do not start a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// Read the address the browser was redirected to from standard
+        /// input instead of listening on 127.0.0.1.
+        #[arg(long, conflicts_with = "device")]
+        paste: bool,
+    },
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -46,8 +70,43 @@ fn main() -> anyhow::Result<ExitCode> {
 
     match cli.command {
         Command::Config => print_config(&config)?,
+        Command::Authorize {
+            account,
+            device,
+            no_browser,
+            paste,
+        } => {
+            let options = auth::authorize::Options {
+                device,
+                open_browser: !no_browser,
+                paste,
+            };
+            return authorize(&config, &account, options);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `mailbridge authorize` and prints its one-line outcome.
+fn authorize(
+    config: &Config,
+    account: &str,
+    options: auth::authorize::Options,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    match runtime.block_on(auth::authorize::run(config, account, options)) {
+        Ok(outcome) => {
+            println!("{outcome}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            match err.is_usage() {
+                true => Ok(ExitCode::from(EX_USAGE)),
+                false => Ok(ExitCode::FAILURE),
+            }
+        }
+    }
 }
 
 /// Rejects OAuth2 settings that yield tokens the mail servers refuse, such

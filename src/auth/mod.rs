@@ -18,8 +18,12 @@
 //! - [`provider`] caches each account's access token, refreshes it once
 //!   per account before it expires, retries transient failures and marks
 //!   accounts that need a new sign-in.
+//! - [`authorize`] runs `mailbridge authorize`: the one-time sign-in by
+//!   the authorization-code grant on a loopback redirect URI or the
+//!   device-code grant, which stores the first tokens.
 
 pub mod aadsts;
+pub mod authorize;
 pub mod challenge;
 pub mod error;
 pub mod grant;

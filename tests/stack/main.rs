@@ -8,6 +8,7 @@
 mod support;
 
 mod amqp;
+mod authorize;
 mod imap;
 mod kafka;
 mod oauth;
