@@ -7,8 +7,11 @@
 //!   variables, validates them and keeps secrets out of its output.
 //! - [`auth`] builds SASL XOAUTH2 and OAUTHBEARER responses, resolves
 //!   provider endpoints and scopes, classifies token errors and stores tokens.
+//! - [`telemetry`] registers the Prometheus metrics on a registry that the
+//!   caller owns and records them.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod config;
+pub mod telemetry;

@@ -18,7 +18,9 @@ use mailbridge::auth::{
     TokenStore, TokenUpdate,
 };
 use mailbridge::config::{Account, Grant, Mechanism, OAuth2, Provider, Secret, State};
+use mailbridge::telemetry::Metrics;
 use oauth2::{AuthorizationCode, PkceCodeChallenge, RedirectUrl};
+use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::{Value, json};
 
 use crate::support::{http, mail_address, stack, unique};
@@ -246,6 +248,72 @@ async fn token_cached_until_rejected() {
     assert_eq!(
         again, forced,
         "a second rejection of the same token refreshed again"
+    );
+}
+
+fn render(registry: &Registry) -> String {
+    let mut buffer = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buffer)
+        .expect("encode metrics");
+    String::from_utf8(buffer).expect("metrics text is UTF-8")
+}
+
+/// Returns the value of the sample that starts with `series`, such as
+/// `name{account="support"}`, or 0 when it was not recorded.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().expect("sample value is a number"))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn token_refresh_metrics_move() {
+    let dir = state_dir();
+    let registry = Registry::new();
+    let metrics = Metrics::new(&registry).expect("register metrics");
+    let user = mail_address(&unique("metrics"));
+    let account = account(&user, Grant::AuthorizationCode);
+    store_refresh_token(&dir.state, authorize(&account).await);
+    let provider =
+        TokenProvider::with_metrics(ACCOUNT, &account, &dir.state, fast_settings(), metrics)
+            .expect("provider");
+    let successes = format!(
+        r#"mailbridge_oauth2_token_refreshes_total{{account="{ACCOUNT}",result="success"}}"#
+    );
+    let expiry = format!(
+        r#"mailbridge_oauth2_access_token_expiry_timestamp_seconds{{account="{ACCOUNT}"}}"#
+    );
+    let required = format!(r#"mailbridge_oauth2_authorization_required{{account="{ACCOUNT}"}}"#);
+    let durations =
+        format!(r#"mailbridge_oauth2_token_refresh_duration_seconds_count{{account="{ACCOUNT}"}}"#);
+    let age = format!(r#"mailbridge_oauth2_refresh_token_age_seconds{{account="{ACCOUNT}"}}"#);
+    let before = sample(&render(&registry), &successes);
+
+    let token = provider.access_token().await.expect("access token");
+    provider
+        .force_refresh(&token)
+        .await
+        .expect("forced refresh");
+
+    let text = render(&registry);
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert_eq!(sample(&text, &successes), before + 2.0, "{text}");
+    assert!(sample(&text, &durations) >= 2.0, "{text}");
+    assert!(sample(&text, &expiry) > now, "{text}");
+    assert_eq!(sample(&text, &required), 0.0, "{text}");
+    assert!(text.contains(&age), "{text}");
+    assert!(
+        !text.contains(&user),
+        "a label contains the address: {text}"
+    );
+    assert!(
+        !text.contains(token.expose()),
+        "a label contains the token: {text}"
     );
 }
 

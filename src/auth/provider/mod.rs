@@ -24,9 +24,14 @@
 //! log names the command to run, and later calls fail without a request
 //! until a different refresh token is stored. The rejected refresh token
 //! is kept in the file.
+//!
+//! A provider built by [`TokenProvider::with_metrics`] records each token
+//! request, the access token's expiry, the refresh token's age and the
+//! authorization state in [`Metrics`].
 
 mod cache;
 mod error;
+mod metrics;
 mod retry;
 
 #[cfg(test)]
@@ -45,6 +50,7 @@ use super::store::{StoredTokens, TokenStore, TokenUpdate};
 use super::token::{AccessToken, RefreshToken};
 use super::{OAuth2Error, Preset};
 use crate::config::{Account, Grant, State};
+use crate::telemetry::Metrics;
 use cache::Cache;
 
 /// Settings of a [`TokenProvider`].
@@ -72,6 +78,7 @@ struct Inner {
     retry: RetryPolicy,
     cache: tokio::sync::Mutex<Cache>,
     needs_authorization: AtomicBool,
+    metrics: Option<Metrics>,
 }
 
 impl TokenProvider {
@@ -100,6 +107,32 @@ impl TokenProvider {
         state: &State,
         settings: ProviderSettings,
     ) -> Result<Self, ProviderError> {
+        Self::build(name, account, state, settings, None)
+    }
+
+    /// Builds the provider of account `name` with `settings`, recording
+    /// its token requests and token state in `metrics`.
+    ///
+    /// # Errors
+    ///
+    /// See [`TokenProvider::with_settings`].
+    pub fn with_metrics(
+        name: &str,
+        account: &Account,
+        state: &State,
+        settings: ProviderSettings,
+        metrics: Metrics,
+    ) -> Result<Self, ProviderError> {
+        Self::build(name, account, state, settings, Some(metrics))
+    }
+
+    fn build(
+        name: &str,
+        account: &Account,
+        state: &State,
+        settings: ProviderSettings,
+        metrics: Option<Metrics>,
+    ) -> Result<Self, ProviderError> {
         let preset = super::resolve(name, account)?;
         let client = TokenClient::new(name, account, &preset, settings.http)?;
         let store = TokenStore::new(state);
@@ -121,7 +154,9 @@ impl TokenProvider {
                 ..Cache::default()
             }),
             needs_authorization: AtomicBool::new(false),
+            metrics,
         };
+        inner.record_loaded();
         if stores_tokens && !authorized {
             inner.mark_needs_authorization("no_refresh_token");
         }
@@ -230,18 +265,17 @@ impl Inner {
 
     async fn request_app_token(&self, cache: &mut Cache) -> Result<AccessToken, ProviderError> {
         let client = &self.client;
-        let mut update = retry::run(&self.account, &self.retry, rand::random, || {
-            client.client_credentials()
+        let result = retry::run(&self.account, &self.retry, rand::random, || {
+            self.timed(client.client_credentials())
         })
-        .await?;
+        .await;
+        let mut update = result.inspect_err(|error| self.record_refresh_failure(error))?;
         let lifetime = *update.expires_in.get_or_insert(ASSUMED_LIFETIME);
         let token = update.access_token.clone();
         let token_url = self.preset.token_url.clone();
-        cache.tokens = Some(StoredTokens::authorized(
-            token_url,
-            update,
-            SystemTime::now(),
-        ));
+        let tokens = StoredTokens::authorized(token_url, update, SystemTime::now());
+        self.record_access_token(&tokens);
+        cache.tokens = Some(tokens);
         cache.lifetime = Some(lifetime);
 
         tracing::debug!(
@@ -273,7 +307,7 @@ impl Inner {
 
         let client = &self.client;
         let result = retry::run(&self.account, &self.retry, rand::random, || {
-            client.refresh(&refresh_token)
+            self.timed(client.refresh(&refresh_token))
         })
         .await;
         match result {
@@ -288,6 +322,7 @@ impl Inner {
         refresh_token: RefreshToken,
         error: OAuth2Error,
     ) -> ProviderError {
+        self.record_refresh_failure(&error);
         if error.needs_authorization() {
             cache.rejected = Some(refresh_token);
             self.mark_needs_authorization(error.kind());
@@ -317,6 +352,8 @@ impl Inner {
         if let Some(tokens) = loaded
             && cache.tokens.as_ref() != Some(&tokens)
         {
+            self.record_refresh_token_age(&tokens);
+            self.record_access_token(&tokens);
             cache.tokens = Some(tokens);
             cache.lifetime = None;
         }
@@ -345,6 +382,8 @@ impl Inner {
 
         let error = match result {
             Ok(token) => {
+                self.record_access_token(&tokens);
+                self.record_refresh_token_age(&tokens);
                 cache.tokens = Some(tokens);
                 cache.unsaved = false;
                 self.clear_needs_authorization();
@@ -397,6 +436,7 @@ impl Inner {
 
     /// Marks the account and logs the fix, once per change of state.
     fn mark_needs_authorization(&self, reason: &str) {
+        self.record_authorization_required(true);
         if !self.needs_authorization.swap(true, Ordering::Relaxed) {
             let account = &self.account;
             let command = format!("mailbridge authorize {account}");
@@ -405,6 +445,7 @@ impl Inner {
     }
 
     fn clear_needs_authorization(&self) {
+        self.record_authorization_required(false);
         if self.needs_authorization.swap(false, Ordering::Relaxed) {
             tracing::info!(account = %self.account, "Account is authorized again");
         }
