@@ -6,9 +6,8 @@ use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge, RedirectUrl,
     RefreshToken, RequestTokenError, Scope, TokenResponse, TokenUrl,
 };
-use serde_json::Value;
 
-use crate::support::{http, mail_address, stack, unique};
+use crate::support::{http, introspect, mail_address, stack, unique};
 
 const REDIRECT_URI: &str = "http://127.0.0.1:53682/callback";
 
@@ -66,18 +65,6 @@ fn query_value<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.as_str())
         .unwrap_or_else(|| panic!("redirect lacks {name}: {pairs:?}"))
-}
-
-async fn introspect(token: &str) -> Value {
-    http()
-        .post(stack("STACK_OAUTH_INTROSPECT_URL"))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .expect("introspection request")
-        .json()
-        .await
-        .expect("introspection answer is JSON")
 }
 
 fn is_invalid_grant<E: std::error::Error>(

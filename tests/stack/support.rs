@@ -114,6 +114,19 @@ pub fn http() -> reqwest::Client {
         .expect("build HTTP client")
 }
 
+/// Returns the OAuth2 server's RFC 7662 introspection of `token`.
+pub async fn introspect(token: &str) -> Value {
+    http()
+        .post(stack("STACK_OAUTH_INTROSPECT_URL"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("introspection request")
+        .json()
+        .await
+        .expect("introspection response is JSON")
+}
+
 /// Obtains an access token for `user` by the client credentials grant.
 pub async fn access_token(user: &str) -> String {
     let response = http()

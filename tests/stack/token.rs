@@ -23,7 +23,7 @@ use oauth2::{AuthorizationCode, PkceCodeChallenge, RedirectUrl};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::{Value, json};
 
-use crate::support::{http, mail_address, stack, unique};
+use crate::support::{http, introspect, mail_address, stack, unique};
 
 const ACCOUNT: &str = "support";
 const REDIRECT_URI: &str = "http://127.0.0.1:53682/callback";
@@ -151,18 +151,6 @@ async fn signed_in(state: &State, settings: ProviderSettings) -> (Account, Token
     let provider =
         TokenProvider::with_settings(ACCOUNT, &account, state, settings).expect("provider");
     (account, provider)
-}
-
-async fn introspect(token: &str) -> Value {
-    http()
-        .post(stack("STACK_OAUTH_INTROSPECT_URL"))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .expect("introspection request")
-        .json()
-        .await
-        .expect("introspection response is JSON")
 }
 
 /// Sends a refresh request without the provider and returns the status
