@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use crate::support::{http, mail_address, stack, unique};
+use crate::support::{authorization_redirect, http, mail_address, stack, unique};
 
 const ACCOUNT: &str = "support";
 
@@ -158,18 +158,12 @@ impl Running {
 /// Follows the authorization URL as a browser would, without following
 /// the redirect, and returns the `Location`.
 async fn redirect_location(url: &str) -> String {
-    let response = http().get(url).send().await.expect("authorize request");
-    assert!(
-        response.status().is_redirection(),
-        "authorize returned {}",
-        response.status()
-    );
-    let location = response.headers()["location"].to_str().expect("Location");
+    let location = authorization_redirect(url).await;
     assert!(
         location.starts_with("http://127.0.0.1:"),
         "redirected to {location}"
     );
-    location.to_owned()
+    location
 }
 
 /// Checks the summary line, the token file and that no token was printed.

@@ -114,6 +114,19 @@ pub fn http() -> reqwest::Client {
         .expect("build HTTP client")
 }
 
+/// Requests the authorization URL as a browser would, without following
+/// the redirect, and returns the `Location` it points to.
+pub async fn authorization_redirect(url: &str) -> String {
+    let response = http().get(url).send().await.expect("authorize request");
+    assert!(
+        response.status().is_redirection(),
+        "authorize returned {}",
+        response.status()
+    );
+    let location = response.headers()["location"].to_str().expect("Location");
+    location.to_owned()
+}
+
 /// Returns the OAuth2 server's RFC 7662 introspection of `token`.
 pub async fn introspect(token: &str) -> Value {
     http()
@@ -155,13 +168,13 @@ pub async fn access_token(user: &str) -> String {
         .to_string()
 }
 
-/// The product's XOAUTH2 initial response for `user` and `token`.
+/// Builds the product's XOAUTH2 initial response for `user` and `token`.
 pub fn xoauth2_response(user: &str, token: &str) -> InitialResponse {
     InitialResponse::new(Mechanism::Xoauth2, user, &AccessToken::new(token))
         .expect("valid SASL user")
 }
 
-/// The product's OAUTHBEARER initial response (RFC 7628 section 3.1).
+/// Builds the product's OAUTHBEARER initial response (RFC 7628 section 3.1).
 pub fn oauthbearer_response(user: &str, token: &str) -> InitialResponse {
     InitialResponse::new(Mechanism::Oauthbearer, user, &AccessToken::new(token))
         .expect("valid SASL user")

@@ -23,7 +23,7 @@ use oauth2::{AuthorizationCode, PkceCodeChallenge, RedirectUrl};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::{Value, json};
 
-use crate::support::{http, introspect, mail_address, stack, unique};
+use crate::support::{authorization_redirect, http, introspect, mail_address, stack, unique};
 
 const ACCOUNT: &str = "support";
 const REDIRECT_URI: &str = "http://127.0.0.1:53682/callback";
@@ -100,14 +100,8 @@ async fn authorize(account: &Account) -> TokenUpdate {
         .append_pair("code_challenge", challenge.as_str())
         .append_pair("code_challenge_method", "S256")
         .append_pair("login_hint", &account.login_hint);
-    let response = http().get(url).send().await.expect("authorize request");
-    assert!(
-        response.status().is_redirection(),
-        "authorize returned {}",
-        response.status()
-    );
-    let location = response.headers()["location"].to_str().expect("Location");
-    let redirect = url::Url::parse(location).expect("Location is a URL");
+    let location = authorization_redirect(url.as_str()).await;
+    let redirect = url::Url::parse(&location).expect("Location is a URL");
     let code = redirect
         .query_pairs()
         .find(|(key, _)| key == "code")

@@ -57,7 +57,7 @@ pub enum ProviderError {
     Task {
         /// Name of the account.
         account: String,
-        /// Why the task ended.
+        /// Cause of the task's end.
         #[source]
         source: tokio::task::JoinError,
     },

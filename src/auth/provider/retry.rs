@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::auth::OAuth2Error;
 
-/// How token requests are retried.
+/// Retry policy of token requests: attempts, backoff and re-check delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Maximum requests for one token, the first included. Default: 5.
@@ -35,7 +35,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// What to do after a failed attempt.
+/// Decision taken after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
     /// Retry a transient failure after the delay.
