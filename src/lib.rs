@@ -7,11 +7,22 @@
 //!   variables, validates them and keeps secrets out of its output.
 //! - [`auth`] builds SASL XOAUTH2 and OAUTHBEARER responses, resolves
 //!   provider endpoints and scopes, classifies token errors and stores tokens.
+//! - [`mail`] holds the serde types of the inbound and outbound documents.
+//! - [`imap`] signs in to IMAP servers, fetches, idles and post-processes.
+//! - [`broker`] publishes to Kafka, AMQP or standard output.
+//! - [`pipeline`] joins a mailbox watcher to a publisher and acknowledges
+//!   a mail only after the broker confirmed it.
+//! - [`tls`] builds TLS client settings from platform roots and `ca_file`.
 //! - [`telemetry`] registers the Prometheus metrics on a registry that the
 //!   caller owns and records them.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod broker;
 pub mod config;
+pub mod imap;
+pub mod mail;
+pub mod pipeline;
 pub mod telemetry;
+pub mod tls;

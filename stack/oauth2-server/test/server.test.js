@@ -1215,10 +1215,12 @@ describe('oauth2 server', () => {
     });
 
     test('expired token is inactive', async () => {
-      await control({ access_token_lifetime: 1 });
+      // `iat` is truncated to whole seconds, so a 2 s lifetime leaves at
+      // least one second in which the token must still be active.
+      await control({ access_token_lifetime: 2 });
       const accessToken = await clientCredentialsToken();
       const { payload } = decodeJwt(accessToken);
-      assert.equal(payload.exp - payload.iat, 1);
+      assert.equal(payload.exp - payload.iat, 2);
       assert.equal((await introspect(accessToken)).active, true);
       await sleep(Math.max(0, payload.exp * 1000 - Date.now()) + 100);
       assert.deepEqual(await introspect(accessToken), { active: false });

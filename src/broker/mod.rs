@@ -1,0 +1,1 @@
+//! Kafka and AMQP publishers and consumers, and the standard output sink.

@@ -1,0 +1,2 @@
+//! IMAP sessions with OAuth2 sign-in, mailbox names, fetching, IDLE and
+//! post-processing.

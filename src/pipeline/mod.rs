@@ -1,0 +1,2 @@
+//! Inbound and outbound loops that join a source to a sink and own the
+//! acknowledge-after-success order.

@@ -1,0 +1,1 @@
+//! Stack tests, filled in by the module's author.
