@@ -12,6 +12,7 @@
 //! - [`broker`] publishes to Kafka, AMQP or standard output.
 //! - [`pipeline`] joins a mailbox watcher to a publisher and acknowledges
 //!   a mail only after the broker confirmed it.
+//! - [`state`] writes the files of the state directory atomically.
 //! - [`tls`] builds TLS client settings from platform roots and `ca_file`.
 //! - [`telemetry`] registers the Prometheus metrics on a registry that the
 //!   caller owns and records them.
@@ -24,5 +25,6 @@ pub mod config;
 pub mod imap;
 pub mod mail;
 pub mod pipeline;
+pub mod state;
 pub mod telemetry;
 pub mod tls;

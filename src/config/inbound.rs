@@ -1,6 +1,7 @@
 //! `[inbound.NAME]`: a pipeline that publishes new mail of IMAP mailboxes
 //! to a broker, or to standard output as JSON Lines.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -26,13 +27,40 @@ choice! {
     pub enum AfterPublish {
         /// Nothing; the checkpoint alone keeps the mail from being
         /// published again.
-        None = "none",
+        Keep = "keep",
         /// Adds the `\Seen` flag.
-        Flag = "flag",
+        MarkSeen = "mark_seen",
+        /// Adds the IMAP keyword `keyword`.
+        AddKeyword = "add_keyword",
         /// Moves the mail to `move_to`.
         Move = "move",
         /// Deletes the mail (sets `\Deleted` and expunges it).
         Delete = "delete",
+    }
+}
+
+choice! {
+    /// Mail a mailbox's first watch publishes, when it has no checkpoint.
+    pub enum StartFrom {
+        /// Every mail already in the mailbox, then new mail.
+        All = "all",
+        /// Mail without the `\Seen` flag, then new mail.
+        Unseen = "unseen",
+        /// Only mail that arrives after the start.
+        New = "new",
+    }
+}
+
+choice! {
+    /// What happens when a mailbox's UIDVALIDITY changes, which makes the
+    /// stored UIDs meaningless (the mailbox was recreated or restored).
+    pub enum UidvalidityChange {
+        /// Publishes only mail whose Message-ID (or content hash, without
+        /// one) was not published from this mailbox before.
+        SkipKnown = "skip_known",
+        /// Publishes every mail of the mailbox again; consumers drop
+        /// repeats by `message_id` or `content_sha256`.
+        Republish = "republish",
     }
 }
 
@@ -64,13 +92,49 @@ pub struct Inbound {
     /// Time between two checks in `poll` mode. Default: 60s.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// Action taken on a published mail. Default: `none`.
+    /// Longest time one IDLE command lasts before it is renewed; RFC 2177
+    /// asks clients to renew within 29 minutes. Default: 25m.
+    #[serde(with = "humantime_serde")]
+    pub idle_interval: Duration,
+    /// Longest silence from the server, during IDLE or a command, before
+    /// the connection is checked and, without an answer, reconnected.
+    /// Default: 5m.
+    #[serde(with = "humantime_serde")]
+    pub liveness_timeout: Duration,
+    /// Mail published by a mailbox's first watch. Default: `all`.
+    pub start_from: StartFrom,
+    /// Largest number of mails fetched, published and acknowledged
+    /// together. Default: 100.
+    pub batch_size: NonZeroUsize,
+    /// Action taken on a published mail. Default: `keep`.
     pub after_publish: AfterPublish,
     /// Mailbox that `after_publish = "move"` moves mail to. Required with
     /// `move`; it must not be a watched mailbox.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub move_to: Option<String>,
+    /// IMAP keyword that `after_publish = "add_keyword"` sets. Default:
+    /// `$MailbridgePublished`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyword: Option<String>,
+    /// Policy for a UIDVALIDITY change. Default: `skip_known`.
+    pub on_uidvalidity_change: UidvalidityChange,
+    /// Largest attachment, in bytes, whose content is included as base64.
+    /// Default: 0, which includes no attachment content.
+    pub attachment_bytes: u64,
+    /// Largest mail, in bytes, whose raw form is included as base64.
+    /// Default: 0, which never includes it.
+    pub raw_bytes: u64,
+    /// Size in bytes past which only a mail's metadata is published, with
+    /// `truncated = true`. Default: 26214400 (25 MiB).
+    pub max_message_bytes: u64,
+    /// Whether the queue named by `routing_key` is declared (durable) on
+    /// the default AMQP exchange at start. Default: false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub declare: bool,
 }
+
+/// Default of `keyword`.
+pub const DEFAULT_KEYWORD: &str = "$MailbridgePublished";
 
 /// Destination keys of an inbound pipeline.
 #[derive(Default)]
@@ -89,10 +153,18 @@ pub(crate) fn read(mut table: Table<'_>, refs: &Refs) -> Option<Inbound> {
     let target = read_target(&mut table, &broker);
     let mode = table.get::<Mode>("mode").unwrap_or(Mode::Idle);
     let poll_interval = table.get::<Duration>("poll_interval");
+    let idle_interval = table.get_checked("idle_interval", check_idle_interval);
+    let liveness_timeout = table.get::<Duration>("liveness_timeout");
+    let start_from = table.get::<StartFrom>("start_from");
+    let batch_size = table.get::<NonZeroUsize>("batch_size");
     let after_publish = table
         .get::<AfterPublish>("after_publish")
-        .unwrap_or(AfterPublish::None);
+        .unwrap_or(AfterPublish::Keep);
     let move_to = read_move_to(&mut table, after_publish, &mailboxes);
+    let keyword = read_keyword(&mut table, after_publish);
+    let on_change = table.get::<UidvalidityChange>("on_uidvalidity_change");
+    let sizes = read_sizes(&mut table);
+    let declare = read_declare(&mut table, &broker, target.exchange.as_deref());
     table.finish();
 
     Some(Inbound {
@@ -104,9 +176,67 @@ pub(crate) fn read(mut table: Table<'_>, refs: &Refs) -> Option<Inbound> {
         routing_key: target.routing_key,
         mode,
         poll_interval: poll_interval.unwrap_or(Duration::from_secs(60)),
+        idle_interval: idle_interval.unwrap_or(Duration::from_secs(25 * 60)),
+        liveness_timeout: liveness_timeout.unwrap_or(Duration::from_secs(5 * 60)),
+        start_from: start_from.unwrap_or(StartFrom::All),
+        batch_size: batch_size.unwrap_or(NonZeroUsize::new(100).unwrap()),
         after_publish,
         move_to,
+        keyword,
+        on_uidvalidity_change: on_change.unwrap_or(UidvalidityChange::SkipKnown),
+        attachment_bytes: sizes[0].unwrap_or(0),
+        raw_bytes: sizes[1].unwrap_or(0),
+        max_message_bytes: sizes[2].unwrap_or(25 * 1024 * 1024),
+        declare,
     })
+}
+
+fn check_idle_interval(interval: &Duration) -> Result<(), Invalid> {
+    match *interval > Duration::from_secs(29 * 60) {
+        true => Err(
+            Invalid::new("is longer than the 29 minutes RFC 2177 allows")
+                .with_fix(Some("set 25m or less".into())),
+        ),
+        false => Ok(()),
+    }
+}
+
+fn read_sizes(table: &mut Table<'_>) -> [Option<u64>; 3] {
+    ["attachment_bytes", "raw_bytes", "max_message_bytes"].map(|key| table.get::<u64>(key))
+}
+
+/// Reads `keyword`, an IMAP flag keyword: an atom of RFC 3501 without `\`.
+fn read_keyword(table: &mut Table<'_>, after_publish: AfterPublish) -> Option<String> {
+    if after_publish != AfterPublish::AddKeyword {
+        let invalid = Invalid::new("applies only with after_publish = \"add_keyword\"");
+        table.reject("keyword", invalid.with_fix(Some("remove it".into())));
+        return None;
+    }
+    let keyword = table.get_checked("keyword", |keyword: &String| check_keyword(keyword));
+
+    Some(keyword.unwrap_or_else(|| DEFAULT_KEYWORD.to_owned()))
+}
+
+fn check_keyword(keyword: &str) -> Result<(), Invalid> {
+    let special = |c: char| "(){ %*\"\\]".contains(c) || c.is_ascii_control() || !c.is_ascii();
+    match keyword.chars().find(|c| special(*c)) {
+        Some(c) => Err(
+            Invalid::new(format!("contains {c:?}, which an IMAP keyword cannot hold"))
+                .with_fix(Some("use letters, digits, `$`, `-`, `_` and `.`".into())),
+        ),
+        None => Ok(()),
+    }
+}
+
+fn read_declare(table: &mut Table<'_>, broker: &BrokerRef, exchange: Option<&str>) -> bool {
+    let applies = broker.kind() == Some(BrokerKind::Amqp) && exchange == Some("");
+    if !applies && table.contains("declare") {
+        let invalid = Invalid::new("applies only to AMQP pipelines on the default exchange \"\"");
+        table.reject("declare", invalid.with_fix(Some("remove it".into())));
+        return false;
+    }
+
+    table.get::<bool>("declare").unwrap_or(false)
 }
 
 fn check_mailboxes(names: &[String]) -> Result<(), Invalid> {

@@ -2,9 +2,10 @@
 //! key it reads against it, unknown keys are explained with it, and a test
 //! checks README's key table against it.
 
+use super::LogFormat;
 use super::account::{Grant, Mechanism, Provider};
 use super::broker::BrokerKind;
-use super::inbound::{AfterPublish, Mode};
+use super::inbound::{AfterPublish, Mode, StartFrom, UidvalidityChange};
 use super::server::Tls;
 use super::values::{Choice, Invalid};
 
@@ -93,6 +94,8 @@ const PRESET: &str = "provider preset";
 pub const KEYS: &[Key] = &[
     key("state.directory", Kind::Path, "`state`"),
     key("metrics.listen", Kind::Address, "`127.0.0.1:9464`"),
+    key("log.level", Kind::Text, "`info`"),
+    key("log.format", Kind::Choice(LogFormat::NAMES), "`text`"),
     key("accounts.NAME.address", Kind::Text, REQUIRED),
     key("accounts.NAME.login_hint", Kind::Text, "the `address`"),
     key("accounts.NAME.oauth2.provider", Kind::Choice(Provider::NAMES), REQUIRED),
@@ -131,8 +134,22 @@ pub const KEYS: &[Key] = &[
     key("inbound.NAME.routing_key", Kind::Text, "required for the `\"\"` exchange"),
     key("inbound.NAME.mode", Kind::Choice(Mode::NAMES), "`idle`"),
     key("inbound.NAME.poll_interval", Kind::Duration, "`60s`"),
-    key("inbound.NAME.after_publish", Kind::Choice(AfterPublish::NAMES), "`none`"),
+    key("inbound.NAME.idle_interval", Kind::Duration, "`25m`"),
+    key("inbound.NAME.liveness_timeout", Kind::Duration, "`5m`"),
+    key("inbound.NAME.start_from", Kind::Choice(StartFrom::NAMES), "`all`"),
+    key("inbound.NAME.batch_size", Kind::Integer, "`100`"),
+    key("inbound.NAME.after_publish", Kind::Choice(AfterPublish::NAMES), "`keep`"),
     key("inbound.NAME.move_to", Kind::Text, "required with `move`"),
+    key("inbound.NAME.keyword", Kind::Text, "`$MailbridgePublished`"),
+    key(
+        "inbound.NAME.on_uidvalidity_change",
+        Kind::Choice(UidvalidityChange::NAMES),
+        "`skip_known`",
+    ),
+    key("inbound.NAME.attachment_bytes", Kind::Integer, "`0`"),
+    key("inbound.NAME.raw_bytes", Kind::Integer, "`0`"),
+    key("inbound.NAME.max_message_bytes", Kind::Integer, "`26214400`"),
+    key("inbound.NAME.declare", Kind::Boolean, "`false`"),
     key("outbound.NAME.account", Kind::Text, REQUIRED),
     key("outbound.NAME.broker", Kind::Text, REQUIRED),
     key("outbound.NAME.topic", Kind::Text, "required for kafka"),

@@ -38,7 +38,7 @@ use serde::Serialize;
 pub use account::{Account, Grant, Mechanism, OAuth2, Provider};
 pub use broker::{Amqp, Broker, BrokerKind, Kafka, Property};
 pub use error::{ConfigError, ENV_PREFIX, Origin, Problem};
-pub use inbound::{AfterPublish, Inbound, Mode};
+pub use inbound::{AfterPublish, DEFAULT_KEYWORD, Inbound, Mode, StartFrom, UidvalidityChange};
 pub use outbound::Outbound;
 pub use secret::{REDACTED, Secret};
 pub use server::{Server, Tls};
@@ -46,6 +46,7 @@ pub use sources::CONFIG_ENV;
 
 use reader::{Context, Table};
 use refs::Refs;
+use values::{Invalid, choice};
 
 /// The whole configuration, merged and validated.
 ///
@@ -55,6 +56,7 @@ use refs::Refs;
 pub struct Config {
     pub state: State,
     pub metrics: Metrics,
+    pub log: Log,
     /// Mailboxes, by name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub accounts: BTreeMap<String, Account>,
@@ -86,6 +88,26 @@ pub struct Metrics {
     pub listen: SocketAddr,
 }
 
+choice! {
+    /// Format of log lines on standard error.
+    pub enum LogFormat {
+        /// One human-readable line per event.
+        Text = "text",
+        /// One JSON object per line, for log collectors.
+        Json = "json",
+    }
+}
+
+/// `[log]`: what is logged and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Log {
+    /// Filter in the `tracing-subscriber` `EnvFilter` syntax, such as
+    /// `info` or `info,mailbridge::imap=debug`. Default: `info`.
+    pub level: String,
+    /// Line format. Default: `text`.
+    pub format: LogFormat,
+}
+
 /// Loads the configuration from the optional TOML `file` and the
 /// `MAILBRIDGE_` environment variables, which win over the file.
 ///
@@ -113,6 +135,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
 fn read(mut root: Table<'_>) -> Option<Config> {
     let state = read_state(&mut root);
     let metrics = read_metrics(&mut root);
+    let log = read_log(&mut root);
     let mut refs = Refs::default();
     let accounts = read_accounts(&mut root, &mut refs);
     let brokers = read_brokers(&mut root, &mut refs);
@@ -135,6 +158,7 @@ fn read(mut root: Table<'_>) -> Option<Config> {
     Some(Config {
         state,
         metrics,
+        log,
         accounts: all(accounts)?,
         brokers: all(brokers)?,
         inbound: all(inbound)?,
@@ -172,6 +196,31 @@ fn read_metrics(root: &mut Table<'_>) -> Metrics {
     Metrics {
         listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9464))),
     }
+}
+
+fn read_log(root: &mut Table<'_>) -> Log {
+    let (mut level, mut format) = (None, None);
+    if let Some(mut table) = root.table("log") {
+        level = table.get_checked("level", |level: &String| check_log_level(level));
+        format = table.get::<LogFormat>("format");
+        table.finish();
+    }
+
+    Log {
+        level: level.unwrap_or_else(|| "info".to_owned()),
+        format: format.unwrap_or(LogFormat::Text),
+    }
+}
+
+fn check_log_level(level: &str) -> Result<(), Invalid> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map(drop)
+        .map_err(|err| {
+            Invalid::new(format!("invalid filter: {err}")).with_fix(Some(
+                "write a level such as \"info\" or \"info,mailbridge=debug\"".into(),
+            ))
+        })
 }
 
 fn read_accounts(root: &mut Table<'_>, refs: &mut Refs) -> Vec<(String, Option<Account>)> {

@@ -144,6 +144,14 @@ impl FromValue for NonZeroUsize {
     }
 }
 
+impl FromValue for u64 {
+    fn from_value(value: &Value, text: Option<&str>) -> Result<Self, Invalid> {
+        integer(value, text)
+            .and_then(|number| u64::try_from(number).ok())
+            .ok_or_else(|| Invalid::new("expected an integer of at least 0"))
+    }
+}
+
 /// Reads a non-negative integer: a number (figment stores TOML integers as
 /// signed), or its text.
 fn integer(value: &Value, text: Option<&str>) -> Option<u128> {

@@ -1,11 +1,19 @@
-//! Prometheus metrics of mailbridge. Handles are registered once on a
-//! [`prometheus::Registry`] that the caller owns and are passed to the
-//! components that record them; nothing is registered on the default
-//! registry.
+//! Prometheus metrics, the HTTP endpoint and logging of mailbridge.
+//! Handles are registered once on a [`prometheus::Registry`] that the
+//! caller owns and are passed to the components that record them; nothing
+//! is registered on the default registry.
 //!
-//! - [`metrics`] defines the metric handles and one recording method per
-//!   event.
+//! - [`metrics`] defines the OAuth2 and sign-in metric handles and one
+//!   recording method per event; [`inbound`] those of the inbound
+//!   pipelines.
+//! - [`http`] serves `/metrics`, `/healthz` and `/readyz`.
+//! - [`logging`] installs the tracing subscriber.
 
+pub mod http;
+pub mod inbound;
+pub mod logging;
 pub mod metrics;
 
+pub use http::Readiness;
+pub use inbound::InboundMetrics;
 pub use metrics::{Metrics, Protocol};

@@ -215,6 +215,16 @@ impl TokenProvider {
         self.refresh(None).await
     }
 
+    /// Returns when the cached access token stops being handed out: its
+    /// expiry minus the refresh margin. A connection signed in with it
+    /// should reconnect by then, because some servers (Exchange Online)
+    /// end a session whose token expired. `None` when nothing is cached.
+    pub async fn access_token_refresh_at(&self) -> Option<SystemTime> {
+        let cache = self.inner.cache.lock().await;
+        let expires_at = cache.tokens.as_ref()?.access_token_expires_at?;
+        Some(expires_at - cache::refresh_margin(cache.lifetime))
+    }
+
     /// Returns a new access token after a server rejected `rejected`,
     /// which looked valid. The refresh is skipped when the cache already
     /// holds a different usable token, so that connections which all

@@ -16,9 +16,9 @@ mod tokens;
 #[cfg(test)]
 mod tests;
 
-use std::fs::{DirBuilder, File, Permissions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -215,21 +215,7 @@ impl TokenStore {
     }
 
     fn write_atomically(&self, account: &str, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.directory)?;
-        let mut temp = tempfile::Builder::new()
-            .prefix(&format!(".{account}."))
-            .suffix(".tmp")
-            .permissions(Permissions::from_mode(0o600))
-            .tempfile_in(&self.directory)?;
-        temp.write_all(bytes)?;
-        temp.as_file().sync_all()?;
-        temp.persist(path).map_err(|error| error.error)?;
-
-        // The rename is durable only once the directory is synced.
-        File::open(&self.directory)?.sync_all()
+        crate::state::write_atomically(path, account, bytes)
     }
 }
 

@@ -23,6 +23,10 @@ directory = "state"
 [metrics]
 listen = "127.0.0.1:9464"
 
+[log]
+level = "info"
+format = "json"
+
 [accounts.a]
 address = "a@example.test"
 login_hint = "b@example.test"

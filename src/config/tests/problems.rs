@@ -602,3 +602,42 @@ fn dead_letter_is_not_source() {
         Ok(())
     });
 }
+
+#[test]
+fn inbound_watch_settings_checked() {
+    jail(|jail| {
+        let settings = "topic = \"mail.inbound\"\nidle_interval = \"30m\"\n\
+                        after_publish = \"add_keyword\"\nkeyword = \"two words\"\n\
+                        declare = true\nbatch_size = 0";
+        let toml = base_with("topic = \"mail.inbound\"", settings);
+
+        let problems = problems(load_toml(jail, &toml));
+
+        let idle = problem(&problems, "inbound.tickets.idle_interval");
+        assert!(idle.reason.contains("29 minutes"), "{}", idle.reason);
+        let keyword = problem(&problems, "inbound.tickets.keyword");
+        assert!(keyword.reason.contains("' '"), "{}", keyword.reason);
+        let declare = problem(&problems, "inbound.tickets.declare");
+        assert!(declare.reason.contains("AMQP"), "{}", declare.reason);
+        problem(&problems, "inbound.tickets.batch_size");
+        Ok(())
+    });
+}
+
+#[test]
+fn inbound_watch_defaults() {
+    jail(|jail| {
+        let toml = base_with("topic = \"mail.inbound\"", "topic = \"mail.inbound\"");
+
+        let config = load_toml(jail, &toml).expect("valid configuration");
+
+        let inbound = &config.inbound["tickets"];
+        assert_eq!(inbound.after_publish, crate::config::AfterPublish::Keep);
+        assert_eq!(inbound.start_from, crate::config::StartFrom::All);
+        assert_eq!(inbound.batch_size.get(), 100);
+        assert_eq!(inbound.idle_interval, std::time::Duration::from_secs(1500));
+        assert_eq!(inbound.max_message_bytes, 25 * 1024 * 1024);
+        assert_eq!(inbound.keyword, None);
+        Ok(())
+    });
+}

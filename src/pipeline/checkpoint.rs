@@ -1,0 +1,308 @@
+//! Where each watched mailbox stands: its UIDVALIDITY and the highest UID
+//! whose mail the broker confirmed, plus the keys of every mail it
+//! published, which the `skip_known` policy needs after a UIDVALIDITY
+//! change.
+//!
+//! Files live in `{state}/checkpoints/{pipeline}/`: `{mailbox}.json` holds
+//! the checkpoint and is replaced atomically after every batch;
+//! `{mailbox}.known` is an append-only list of published mail keys
+//! (Message-ID, or `sha256:` and the content hash without one), synced
+//! before the checkpoint that covers them is written.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::state;
+
+/// Version of the checkpoint file format.
+const FORMAT_VERSION: u64 = 1;
+
+/// A mailbox's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// UIDVALIDITY the UID belongs to.
+    pub uidvalidity: u32,
+    /// Highest UID whose mail was published and post-processed; mail
+    /// above it is new.
+    pub last_uid: u32,
+    /// Selection that applies to the mail up to a UID, kept in the file so
+    /// that a restart in the middle of a first pass or of a reset goes on
+    /// with the same selection.
+    pub filter: Option<Filter>,
+}
+
+/// Mail skipped up to and including UID `through`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Filter {
+    /// Mail with the `\Seen` flag (`start_from = "unseen"`).
+    Seen { through: u32 },
+    /// Mail whose key is remembered (`on_uidvalidity_change = "skip_known"`).
+    Known { through: u32 },
+}
+
+impl Filter {
+    /// Highest UID the filter applies to.
+    pub fn through(self) -> u32 {
+        match self {
+            Self::Seen { through } | Self::Known { through } => through,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointFile {
+    version: u64,
+    account: String,
+    mailbox: String,
+    uidvalidity: u32,
+    last_uid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    filter: Option<Filter>,
+    updated_at: String,
+}
+
+/// Failure to read or write a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The file could not be read or written.
+    #[error("failed to {action} checkpoint file {}: {source}; check the state directory's permissions and free space", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The file holds something else than a checkpoint.
+    #[error("checkpoint file {} is corrupt ({reason}); restore it from a backup, or delete it to start over as `start_from` says", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    /// The file belongs to another account or mailbox.
+    #[error("checkpoint file {} belongs to account {found_account:?}, mailbox {found_mailbox:?}; the pipeline's account changed: delete the file to start over as `start_from` says", path.display())]
+    Mismatch {
+        path: PathBuf,
+        found_account: String,
+        found_mailbox: String,
+    },
+}
+
+impl CheckpointError {
+    /// Short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "checkpoint_io",
+            Self::Corrupt { .. } => "checkpoint_corrupt",
+            Self::Mismatch { .. } => "checkpoint_mismatch",
+        }
+    }
+}
+
+/// The checkpoint files of one (pipeline, mailbox).
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    account: String,
+    mailbox: String,
+    path: PathBuf,
+    known_path: PathBuf,
+}
+
+impl CheckpointStore {
+    /// Returns the store of `mailbox` (UTF-8) of `pipeline` under the
+    /// state directory `state`.
+    pub fn new(state: &Path, pipeline: &str, account: &str, mailbox: &str) -> Self {
+        let directory = state.join("checkpoints").join(state::file_name(pipeline));
+        let stem = state::file_name(mailbox);
+        Self {
+            account: account.to_owned(),
+            mailbox: mailbox.to_owned(),
+            path: directory.join(format!("{stem}.json")),
+            known_path: directory.join(format!("{stem}.known")),
+        }
+    }
+
+    /// Path of the checkpoint file, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the checkpoint; `None` before the mailbox's first batch.
+    pub fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(self.io("read", &self.path, source)),
+        };
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
+        let file: CheckpointFile =
+            serde_json::from_slice(&bytes).map_err(|err| corrupt(err.to_string()))?;
+        if file.version != FORMAT_VERSION {
+            return Err(corrupt(format!("unknown format version {}", file.version)));
+        }
+        if file.account != self.account || file.mailbox != self.mailbox {
+            return Err(CheckpointError::Mismatch {
+                path: self.path.clone(),
+                found_account: file.account,
+                found_mailbox: file.mailbox,
+            });
+        }
+
+        Ok(Some(Checkpoint {
+            uidvalidity: file.uidvalidity,
+            last_uid: file.last_uid,
+            filter: file.filter,
+        }))
+    }
+
+    /// Replaces the checkpoint atomically.
+    pub fn save(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+        let file = CheckpointFile {
+            version: FORMAT_VERSION,
+            account: self.account.clone(),
+            mailbox: self.mailbox.clone(),
+            uidvalidity: checkpoint.uidvalidity,
+            last_uid: checkpoint.last_uid,
+            filter: checkpoint.filter,
+            updated_at: chrono::Utc::now().to_rfc3339(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("a checkpoint serializes");
+
+        state::write_atomically(&self.path, "checkpoint", &bytes)
+            .map_err(|source| self.io("write", &self.path, source))
+    }
+
+    /// Appends the keys of published mail and syncs them.
+    pub fn remember(&self, keys: &[String]) -> Result<(), CheckpointError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let append = || -> io::Result<()> {
+            if let Some(directory) = self.known_path.parent() {
+                std::fs::create_dir_all(directory)?;
+            }
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.known_path)?;
+            let mut lines = String::new();
+            for key in keys {
+                // A key is one line: Message-IDs cannot hold line breaks
+                // once parsed, and a stray one must not split the entry.
+                lines.push_str(&key.replace(['\r', '\n'], " "));
+                lines.push('\n');
+            }
+            file.write_all(lines.as_bytes())?;
+            file.sync_data()
+        };
+
+        append().map_err(|source| self.io("append to", &self.known_path, source))
+    }
+
+    /// Returns every key remembered so far.
+    pub fn known(&self) -> Result<HashSet<String>, CheckpointError> {
+        let file = match File::open(&self.known_path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(HashSet::new()),
+            Err(source) => return Err(self.io("read", &self.known_path, source)),
+        };
+        let mut keys = HashSet::new();
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(|source| self.io("read", &self.known_path, source))?;
+            keys.insert(line);
+        }
+
+        Ok(keys)
+    }
+
+    fn io(&self, action: &'static str, path: &Path, source: io::Error) -> CheckpointError {
+        CheckpointError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path) -> CheckpointStore {
+        CheckpointStore::new(dir, "tickets", "support", "Entwürfe/2024")
+    }
+
+    #[test]
+    fn save_then_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        assert_eq!(store.load().unwrap(), None);
+
+        let checkpoint = Checkpoint {
+            uidvalidity: 1_720_000_000,
+            last_uid: 57,
+            filter: Some(Filter::Known { through: 80 }),
+        };
+        store.save(checkpoint).unwrap();
+
+        assert_eq!(store.load().unwrap(), Some(checkpoint));
+        assert!(
+            store
+                .path()
+                .starts_with(dir.path().join("checkpoints/tickets"))
+        );
+    }
+
+    #[test]
+    fn corrupt_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        std::fs::create_dir_all(store.path().parent().unwrap()).unwrap();
+        std::fs::write(store.path(), b"{\"version\":1,").unwrap();
+
+        let err = store.load().unwrap_err();
+
+        assert_eq!(err.kind(), "checkpoint_corrupt");
+        assert!(
+            err.to_string()
+                .contains(&store.path().display().to_string())
+        );
+    }
+
+    #[test]
+    fn file_of_another_account_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint {
+            uidvalidity: 1,
+            last_uid: 2,
+            filter: None,
+        };
+        store(dir.path()).save(checkpoint).unwrap();
+        let other = CheckpointStore::new(dir.path(), "tickets", "sales", "Entwürfe/2024");
+
+        let err = other.load().unwrap_err();
+
+        assert_eq!(err.kind(), "checkpoint_mismatch");
+        assert!(err.to_string().contains("\"support\""), "{err}");
+    }
+
+    #[test]
+    fn remembered_keys_accumulate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+
+        store.remember(&["<a@example.test>".into()]).unwrap();
+        store
+            .remember(&["sha256:00ff".into(), "<b@x>\r\nBcc: y".into()])
+            .unwrap();
+
+        let known = store.known().unwrap();
+        assert_eq!(known.len(), 3);
+        assert!(known.contains("<a@example.test>"));
+        assert!(known.contains("sha256:00ff"));
+        assert!(known.contains("<b@x>  Bcc: y"));
+    }
+}
