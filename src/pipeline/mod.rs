@@ -1,4 +1,11 @@
 //! Inbound and outbound loops that join a source to a sink and own the
 //! acknowledge-after-success order.
+//!
+//! - [`inbound`] watches one mailbox and publishes its mail in batches.
+//! - [`runner`] builds every pipeline of the configuration and drains
+//!   them on shutdown.
+//! - [`checkpoint`] keeps each mailbox's position in the state directory.
+//! - [`backoff`] spaces out retries.
+
 pub mod backoff;
 pub mod checkpoint;

@@ -37,12 +37,23 @@ impl Default for HttpSettings {
 
 /// Builds the reqwest client. Redirects are not followed, so the client
 /// secret and the tokens only ever go to the configured endpoints.
+/// Servers are verified against the platform's root certificates, like
+/// every other connection, so that a company CA installed on the host is
+/// trusted; without any, reqwest's built-in Mozilla roots are used.
 pub(super) fn build_client(settings: HttpSettings) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(settings.request_timeout)
-        .connect_timeout(settings.connect_timeout)
-        .build()
+        .connect_timeout(settings.connect_timeout);
+    let builder = match crate::tls::client_config(None) {
+        Ok(tls) => builder.use_preconfigured_tls(tls.as_ref().clone()),
+        Err(err) => {
+            tracing::warn!(error = %err, "Using built-in root certificates for token requests");
+            builder
+        }
+    };
+
+    builder.build()
 }
 
 /// The parts of the last response that classify a failure.
