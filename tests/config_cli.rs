@@ -306,3 +306,65 @@ host = "outlook.office365.com"
         "stderr: {stderr}"
     );
 }
+
+/// Fills the `<...>` placeholders of a ready connector file and points its
+/// secret and CA files at `secret` and `ca.pem` in `dir`.
+fn filled_connector(dir: &Path, text: &str) -> String {
+    let mut filled = String::new();
+    for line in text.lines() {
+        let line = match (line.find('<'), line.rfind('>')) {
+            (Some(start), Some(end)) if end > start && !line.starts_with('#') => {
+                let placeholder = &line[start + 1..end];
+                let value = match placeholder.contains('@') {
+                    true => "someone@example.test",
+                    false => "filled-in",
+                };
+                format!("{}{value}{}", &line[..start], &line[end + 1..])
+            }
+            _ => line.to_owned(),
+        };
+        let line = match line.split_once('=') {
+            Some((key, _)) if key.trim() == "ca_file" => {
+                format!("{key}= \"{}\"", dir.join("ca.pem").display())
+            }
+            Some((key, _)) if key.trim().ends_with("_file") => {
+                format!("{key}= \"{}\"", dir.join("secret").display())
+            }
+            _ => line,
+        };
+        filled.push_str(&line);
+        filled.push('\n');
+    }
+    filled
+}
+
+#[test]
+fn ready_connectors_are_valid() {
+    let connectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&connectors).expect("connectors directory") {
+        let path = entry.expect("entry").path();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ca.pem");
+        std::fs::copy(ca, dir.path().join("ca.pem")).expect("copy the test CA");
+        // Valid both as a client secret and as an AMQP URL.
+        write(
+            dir.path(),
+            "secret",
+            "amqp://guest:guest@127.0.0.1:5672/%2f\n",
+        );
+        let text = std::fs::read_to_string(&path).expect("read connector");
+        write(
+            dir.path(),
+            "connector.toml",
+            &filled_connector(dir.path(), &text),
+        );
+
+        let output = mailbridge(dir.path(), &["--config", "connector.toml", "config"], &[]);
+
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{}: {stderr}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} connector files");
+}
