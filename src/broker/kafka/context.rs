@@ -1,0 +1,49 @@
+//! librdkafka's log lines and client errors, sent to `tracing` with the
+//! broker's name, because librdkafka reports connection trouble there and
+//! not through the delivery reports.
+
+use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use tracing::{debug, error, info, warn};
+
+/// Client context of every producer.
+pub(crate) struct Context {
+    broker: String,
+}
+
+impl Context {
+    /// Creates the context of broker `broker`.
+    pub(crate) fn new(broker: &str) -> Self {
+        Self {
+            broker: broker.to_owned(),
+        }
+    }
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        let broker = self.broker.as_str();
+        // librdkafka logs a refused connection at its error level and then
+        // retries, so its errors are warnings here.
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                error!(broker, facility, message, "librdkafka failure")
+            }
+            RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+                warn!(broker, facility, message, "librdkafka warning")
+            }
+            RDKafkaLogLevel::Notice => info!(broker, facility, message, "librdkafka notice"),
+            RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
+                debug!(broker, facility, message, "librdkafka debug")
+            }
+        }
+    }
+
+    /// Logs client-wide errors, such as all brokers being down, at warn:
+    /// librdkafka keeps reconnecting by itself, and the records they
+    /// affect fail through their delivery reports.
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(broker = %self.broker, error = %error, reason, "Kafka client error");
+    }
+}

@@ -1,0 +1,267 @@
+//! Producer settings: the user's librdkafka properties on top of the
+//! defaults (`client.id = mailbridge`, `message.timeout.ms = 30000`), with
+//! the two properties that at-least-once delivery needs held fixed
+//! (`enable.idempotence = true`, `acks = all`).
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+
+use crate::broker::PublishError;
+use crate::broker::error::redact;
+use crate::config::{Kafka, Property};
+
+/// Default of `message.timeout.ms`: how long librdkafka tries to deliver a
+/// record before it reports a failure. librdkafka's own default, 300 s,
+/// would keep a pipeline waiting five minutes while the cluster is down.
+pub(crate) const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Properties that mailbridge sets itself, with the values a user may
+/// confirm, compared without case as librdkafka does for booleans.
+/// `request.required.acks` is librdkafka's name of `acks`.
+const REQUIRED: &[(&str, &str, &[&str])] = &[
+    ("enable.idempotence", "true", &["true", "t", "1"]),
+    ("acks", "all", &["all", "-1"]),
+    ("request.required.acks", "all", &["all", "-1"]),
+];
+
+/// librdkafka's names of the message timeout.
+const TIMEOUT_NAMES: [&str; 2] = ["message.timeout.ms", "delivery.timeout.ms"];
+
+/// Properties the publisher cannot work with, and why.
+const UNSUPPORTED: &[(&str, &str)] = &[(
+    "transactional.id",
+    "the publisher does not use transactions, and a transactional producer \
+     rejects records sent outside one",
+)];
+
+/// A checked producer configuration.
+pub(crate) struct Settings {
+    /// Holds secret values: never log it, and never print it with Debug.
+    pub(crate) config: ClientConfig,
+    /// How long librdkafka tries to deliver a record; `None` without limit.
+    pub(crate) message_timeout: Option<Duration>,
+    secrets: Vec<String>,
+}
+
+impl Settings {
+    /// Builds the producer configuration of broker `broker`.
+    pub(crate) fn new(broker: &str, kafka: &Kafka) -> Result<Self, PublishError> {
+        for (name, value) in &kafka.properties {
+            check(broker, name, value)?;
+        }
+
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &kafka.bootstrap_servers)
+            .set("client.id", "mailbridge");
+        if !kafka.properties.keys().any(|name| is_timeout(name)) {
+            let millis = DEFAULT_MESSAGE_TIMEOUT.as_millis().to_string();
+            config.set("message.timeout.ms", millis);
+        }
+        for (name, value) in &kafka.properties {
+            config.set(name, value.expose());
+        }
+        config.set("enable.idempotence", "true").set("acks", "all");
+
+        Ok(Self {
+            message_timeout: message_timeout(&config),
+            secrets: secret_values(kafka),
+            config,
+        })
+    }
+
+    /// Turns a producer creation error into a configuration error without
+    /// the value of any secret property.
+    pub(crate) fn creation_error(&self, broker: &str, err: &KafkaError) -> PublishError {
+        let reason = match err {
+            KafkaError::ClientConfig(_, description, name, _) => {
+                format!("property {name}: {}", self.redact(description))
+            }
+            other => self.redact(&other.to_string()),
+        };
+
+        PublishError::Config {
+            broker: broker.to_owned(),
+            reason,
+            fix: "correct the property in the broker's properties table".to_owned(),
+        }
+    }
+
+    /// Removes the values of secret properties from a librdkafka message.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        redact(text, self.secrets.iter().map(String::as_str))
+    }
+}
+
+/// Rejects a property that would weaken delivery or that the publisher
+/// does not support. Names are compared without case, so that no spelling
+/// slips past.
+fn check(broker: &str, name: &str, value: &Property) -> Result<(), PublishError> {
+    let lower = name.to_ascii_lowercase();
+    let rejected = |reason: String, fix: String| PublishError::Config {
+        broker: broker.to_owned(),
+        reason,
+        fix,
+    };
+
+    if let Some((_, required, allowed)) = REQUIRED.iter().find(|(n, ..)| *n == lower) {
+        let normalized = value.expose().trim().to_ascii_lowercase();
+        if !allowed.contains(&normalized.as_str()) {
+            let quoted_value = match value {
+                Property::Plain(plain) => format!(" = {plain:?}"),
+                Property::Secret(_) => String::new(),
+            };
+            let reason = format!(
+                "property {name}{quoted_value} would turn off what at-least-once delivery \
+                 needs: mailbridge always sets {name} = {required}"
+            );
+            return Err(rejected(
+                reason,
+                format!("remove {name} from the properties"),
+            ));
+        }
+    }
+    if let Some((_, why)) = UNSUPPORTED.iter().find(|(n, _)| *n == lower) {
+        let reason = format!("property {name} is not supported: {why}");
+        return Err(rejected(
+            reason,
+            format!("remove {name} from the properties"),
+        ));
+    }
+
+    Ok(())
+}
+
+fn is_timeout(name: &str) -> bool {
+    TIMEOUT_NAMES.contains(&name.to_ascii_lowercase().as_str())
+}
+
+/// Reads the message timeout back; librdkafka treats 0 as no limit.
+fn message_timeout(config: &ClientConfig) -> Option<Duration> {
+    let millis = TIMEOUT_NAMES
+        .iter()
+        .find_map(|name| config.get(name))
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_MESSAGE_TIMEOUT.as_millis() as u64);
+
+    (millis > 0).then(|| Duration::from_millis(millis))
+}
+
+fn secret_values(kafka: &Kafka) -> Vec<String> {
+    kafka
+        .properties
+        .values()
+        .filter_map(|value| match value {
+            Property::Secret(secret) => Some(secret.expose().to_owned()),
+            Property::Plain(_) => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn kafka(properties: &[(&str, Property)]) -> Kafka {
+        Kafka {
+            bootstrap_servers: "127.0.0.1:9".into(),
+            properties: properties
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.clone()))
+                .collect(),
+        }
+    }
+
+    fn plain(value: &str) -> Property {
+        Property::Plain(value.into())
+    }
+
+    #[test]
+    fn defaults_bound_the_timeout_and_require_acks() {
+        let settings = Settings::new("events", &kafka(&[])).unwrap();
+
+        assert_eq!(settings.config.get("enable.idempotence"), Some("true"));
+        assert_eq!(settings.config.get("acks"), Some("all"));
+        assert_eq!(settings.config.get("message.timeout.ms"), Some("30000"));
+        assert_eq!(
+            settings.config.get("bootstrap.servers"),
+            Some("127.0.0.1:9")
+        );
+        assert_eq!(settings.message_timeout, Some(DEFAULT_MESSAGE_TIMEOUT));
+    }
+
+    #[test]
+    fn user_properties_win_over_defaults() {
+        let properties = [
+            ("message.timeout.ms", plain("5000")),
+            ("client.id", plain("support-mailbox")),
+            ("acks", plain("-1")),
+        ];
+        let settings = Settings::new("events", &kafka(&properties)).unwrap();
+
+        assert_eq!(settings.config.get("client.id"), Some("support-mailbox"));
+        assert_eq!(settings.message_timeout, Some(Duration::from_millis(5000)));
+        assert_eq!(settings.config.get("acks"), Some("all"));
+    }
+
+    #[test]
+    fn delivery_timeout_alias_replaces_the_default() {
+        let properties = [("delivery.timeout.ms", plain("0"))];
+        let settings = Settings::new("events", &kafka(&properties)).unwrap();
+
+        assert_eq!(settings.config.get("message.timeout.ms"), None);
+        assert_eq!(settings.message_timeout, None);
+    }
+
+    #[test]
+    fn weakening_properties_are_rejected_by_name() {
+        let cases = [
+            ("enable.idempotence", "false"),
+            ("Enable.Idempotence", "0"),
+            ("acks", "1"),
+            ("acks", "0"),
+            ("request.required.acks", "1"),
+            ("transactional.id", "mailbridge"),
+        ];
+        for (name, value) in cases {
+            let err = Settings::new("events", &kafka(&[(name, plain(value))]))
+                .err()
+                .unwrap_or_else(|| panic!("{name} = {value} was accepted"));
+
+            assert_eq!(err.kind(), "config");
+            assert!(!err.is_transient());
+            assert!(err.to_string().contains(name), "{err}");
+            assert!(err.to_string().contains("broker events"), "{err}");
+        }
+    }
+
+    #[test]
+    fn confirming_values_are_accepted() {
+        let properties = [
+            ("enable.idempotence", plain("True")),
+            ("acks", plain("ALL")),
+        ];
+
+        assert!(Settings::new("events", &kafka(&properties)).is_ok());
+    }
+
+    #[test]
+    fn creation_error_hides_secret_values() {
+        let properties = [("sasl.password", Property::Secret(Secret::new("hunter2")))];
+        let settings = Settings::new("events", &kafka(&properties)).unwrap();
+        let err = KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value \"hunter2\" for configuration property".into(),
+            "sasl.password".into(),
+            "hunter2".into(),
+        );
+
+        let message = settings.creation_error("events", &err).to_string();
+
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("sasl.password"), "{message}");
+    }
+}
