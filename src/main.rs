@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mailbridge::auth;
 use mailbridge::config::{self, Config, ConfigError};
+use mailbridge::{auth, pipeline};
 
 /// Exit status for invalid configuration: `EX_CONFIG` of sysexits.h.
 const EX_CONFIG: u8 = 78;
@@ -32,6 +32,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run every configured pipeline until SIGTERM or Ctrl-C, then let
+    /// each mailbox finish its batch and stop. Exit status: 0 after a
+    /// stop signal, 78 for invalid configuration, 1 when a pipeline
+    /// cannot start.
+    Run,
+
     /// Print the merged, validated configuration as TOML, with every
     /// secret redacted.
     Config,
@@ -69,6 +75,7 @@ fn main() -> anyhow::Result<ExitCode> {
     };
 
     match cli.command {
+        Command::Run => return run(config),
         Command::Config => print_config(&config)?,
         Command::Authorize {
             account,
@@ -85,6 +92,41 @@ fn main() -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the pipelines until a stop signal.
+fn run(config: Config) -> anyhow::Result<ExitCode> {
+    mailbridge::telemetry::logging::init(&config.log);
+    let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let result = runtime.block_on(async move {
+        tokio::spawn(async move {
+            stop_signal().await;
+            tracing::info!("Stop signal received; finishing the current batches");
+            let _ = stop.send(true);
+        });
+        pipeline::runner::run(config, shutdown).await
+    });
+
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(err) => {
+            tracing::error!(error = %err, "mailbridge failed to start");
+            eprintln!("error: {err}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Waits for SIGTERM, as sent by container runtimes, or Ctrl-C.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 /// Runs `mailbridge authorize` and prints its one-line outcome.

@@ -9,3 +9,5 @@
 
 pub mod backoff;
 pub mod checkpoint;
+pub mod inbound;
+pub mod runner;

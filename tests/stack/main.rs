@@ -11,6 +11,7 @@ mod amqp;
 mod authorize;
 mod imap;
 mod imap_session;
+mod inbound;
 mod kafka;
 mod oauth;
 mod publish;

@@ -215,3 +215,231 @@ impl Authenticator for OAuthAuthenticator {
         error_reply(self.response.mechanism()).to_vec()
     }
 }
+
+/// A loopback TCP forwarder to `target` that a test can cut, refuse or
+/// freeze, to break a connection the way a network does.
+pub struct Forwarder {
+    pub port: u16,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    refusing: Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+    relays: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Forwarder {
+    /// Listens on 127.0.0.1 and relays every connection to `target`.
+    pub async fn start(target: (String, u16)) -> Forwarder {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the forwarder");
+        let port = listener.local_addr().expect("forwarder address").port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let refusing = Arc::new(AtomicBool::new(false));
+        let relays: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+
+        let (tasks, relay_frozen, refuse) = (
+            Arc::clone(&relays),
+            Arc::clone(&frozen),
+            Arc::clone(&refusing),
+        );
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if refuse.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(outbound) = TcpStream::connect(target.clone()).await else {
+                    continue;
+                };
+                let (inbound_read, inbound_write) = inbound.into_split();
+                let (outbound_read, outbound_write) = outbound.into_split();
+                let mut tasks = tasks.lock().unwrap();
+                let frozen = Arc::clone(&relay_frozen);
+                tasks.push(tokio::spawn(relay(inbound_read, outbound_write, frozen)));
+                let frozen = Arc::clone(&relay_frozen);
+                tasks.push(tokio::spawn(relay(outbound_read, inbound_write, frozen)));
+            }
+        });
+
+        Forwarder {
+            port,
+            frozen,
+            refusing,
+            accept,
+            relays,
+        }
+    }
+
+    /// Closes every relayed connection at once, in both directions; new
+    /// connections are still relayed.
+    pub fn cut(&self) {
+        for task in self.relays.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Cuts every connection and closes new ones at once, like a server
+    /// that went away, until [`Forwarder::restore`].
+    pub fn refuse(&self) {
+        self.refusing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut();
+    }
+
+    /// Relays new connections again after [`Forwarder::refuse`].
+    pub fn restore(&self) {
+        self.refusing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stops relaying while keeping the sockets open, like a half-open
+    /// connection behind a NAT that forgot it.
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            // Swallow everything from now on, keeping both sockets open.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One step of a [`FakeImap`] script: the start of the client line it
+/// expects after the tag, and the reply lines, where `{tag}` is replaced
+/// by the tag of the last tagged client line. A reply line `{close}` closes
+/// the connection.
+pub struct Step {
+    pub expect: &'static str,
+    pub reply: Vec<String>,
+}
+
+/// Builds a [`Step`].
+pub fn step(expect: &'static str, reply: &[&str]) -> Step {
+    Step {
+        expect,
+        reply: reply.iter().map(|line| line.to_string()).collect(),
+    }
+}
+
+/// A plaintext IMAP server on loopback that sends `greeting`, replies to
+/// the client's lines by a script and records every line it received.
+pub struct FakeImap {
+    pub port: u16,
+    pub received: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeImap {
+    pub async fn start(greeting: &str, script: Vec<Step>) -> FakeImap {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake IMAP server");
+        let port = listener.local_addr().expect("fake server address").port();
+        let received: Arc<Mutex<Vec<String>>> = Arc::default();
+        let greeting = greeting.to_owned();
+
+        let log = Arc::clone(&received);
+        let task = tokio::spawn(async move {
+            let mut script = script.into_iter();
+            while let Ok((stream, _)) = listener.accept().await {
+                serve_fake(stream, &greeting, &mut script, &log).await;
+            }
+        });
+        FakeImap {
+            port,
+            received,
+            task,
+        }
+    }
+
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeImap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_fake(
+    stream: TcpStream,
+    greeting: &str,
+    script: &mut impl Iterator<Item = Step>,
+    log: &Mutex<Vec<String>>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut tag = String::new();
+    if write
+        .write_all(format!("{greeting}\r\n").as_bytes())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.lock().unwrap().push(line.clone());
+        let (line_tag, rest) = split_tag(&line);
+        if let Some(line_tag) = line_tag {
+            tag = line_tag.to_owned();
+        }
+        let replies = match script.next() {
+            Some(step) if rest.to_ascii_uppercase().starts_with(step.expect) => step.reply,
+            _ => vec![format!("{tag} BAD unexpected line in the test script")],
+        };
+        for reply in replies {
+            if reply == "{close}" {
+                return;
+            }
+            let reply = reply.replace("{tag}", &tag) + "\r\n";
+            if write.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Splits a client line into its tag, when it has one of the form
+/// `A0001` or `M0001`, and the rest.
+fn split_tag(line: &str) -> (Option<&str>, &str) {
+    let Some((first, rest)) = line.split_once(' ') else {
+        return (None, line);
+    };
+    let tagged = first.len() == 5
+        && first.starts_with(['A', 'M'])
+        && first[1..].chars().all(|c| c.is_ascii_digit());
+    match tagged {
+        true => (Some(first), rest),
+        false => (None, line),
+    }
+}

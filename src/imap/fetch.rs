@@ -1,0 +1,245 @@
+//! `UID FETCH` of whole messages (RFC 3501 section 6.4.5) with
+//! `BODY.PEEK[]`, which leaves `\Seen` unchanged.
+
+use std::collections::BTreeMap;
+
+use async_imap::imap_proto::{AttributeValue, Response};
+use chrono::{DateTime, FixedOffset};
+
+use super::error::ImapError;
+use super::session::Session;
+use super::uid_set;
+
+/// UIDs per `UID FETCH` command, which keeps command lines short.
+const FETCH_BATCH: usize = 500;
+
+/// The data items fetched for each mail.
+const FETCH_ITEMS: &str = "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])";
+
+/// The `date-time` format of INTERNALDATE, such as `17-Jul-1996 02:44:25 -0700`.
+const INTERNALDATE_FORMAT: &str = "%d-%b-%Y %H:%M:%S %z";
+
+/// One fetched mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// UID in the selected mailbox.
+    pub uid: u32,
+    /// Flags and keywords as the server wrote them, such as `\Seen` or
+    /// `$Forwarded`.
+    pub flags: Vec<String>,
+    /// INTERNALDATE: when the server received the mail. `None` when the
+    /// server sent none or an unreadable one.
+    pub internal_date: Option<DateTime<FixedOffset>>,
+    /// RFC822.SIZE in bytes, when the server sent it.
+    pub size: Option<u32>,
+    /// The raw message (RFC 5322).
+    pub body: Vec<u8>,
+}
+
+/// Items of one FETCH response. A server may split a mail over several.
+#[derive(Default)]
+struct Items {
+    flags: Option<Vec<String>>,
+    internal_date: Option<Option<DateTime<FixedOffset>>>,
+    size: Option<u32>,
+    body: Option<Vec<u8>>,
+}
+
+impl Items {
+    fn parse(attributes: &[AttributeValue<'_>]) -> (Option<u32>, Self) {
+        let mut uid = None;
+        let mut items = Self::default();
+        for attribute in attributes {
+            match attribute {
+                AttributeValue::Uid(value) => uid = Some(*value),
+                AttributeValue::Flags(flags) => {
+                    items.flags = Some(flags.iter().map(|flag| flag.to_string()).collect());
+                }
+                AttributeValue::InternalDate(date) => {
+                    items.internal_date = Some(parse_internal_date(date));
+                }
+                AttributeValue::Rfc822Size(size) => items.size = Some(*size),
+                AttributeValue::BodySection {
+                    section: None,
+                    data: Some(data),
+                    ..
+                }
+                | AttributeValue::Rfc822(Some(data)) => items.body = Some(data.to_vec()),
+                _ => {}
+            }
+        }
+        (uid, items)
+    }
+
+    fn merge(&mut self, later: Items) {
+        self.flags = later.flags.or(self.flags.take());
+        self.internal_date = later.internal_date.or(self.internal_date.take());
+        self.size = later.size.or(self.size);
+        self.body = later.body.or(self.body.take());
+    }
+
+    fn into_fetched(self, uid: u32) -> Option<Fetched> {
+        Some(Fetched {
+            uid,
+            flags: self.flags.unwrap_or_default(),
+            internal_date: self.internal_date.flatten(),
+            size: self.size,
+            body: self.body?,
+        })
+    }
+}
+
+/// Parses an INTERNALDATE, whose day of month may be space-padded.
+fn parse_internal_date(text: &str) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_str(text.trim(), INTERNALDATE_FORMAT).ok()
+}
+
+impl Session {
+    /// Fetches the mails `uids` of the selected mailbox, sorted by UID.
+    /// `BODY.PEEK[]` leaves `\Seen` as it was. UIDs that no longer exist,
+    /// for example because another client expunged them, are missing from
+    /// the result.
+    ///
+    /// # Errors
+    ///
+    /// [`ImapError::NotSelected`] before SELECT, [`ImapError::Command`] for
+    /// a `NO` or `BAD`, and connection errors.
+    pub async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<Fetched>, ImapError> {
+        let mailbox = self.require_selected("UID FETCH")?;
+        let wanted = uid_set::normalize(uids);
+        let mut fetched: BTreeMap<u32, Items> = BTreeMap::new();
+
+        for batch in wanted.chunks(FETCH_BATCH) {
+            let command = format!("UID FETCH {} {FETCH_ITEMS}", uid_set::format(batch));
+            let completion = self
+                .command("UID FETCH", Some(&mailbox), &command, |response| {
+                    collect(response, batch, &mut fetched)
+                })
+                .await?;
+            if !completion.is_ok() {
+                return Err(self.command_failed("UID FETCH", Some(&mailbox), &completion));
+            }
+        }
+
+        let mails: Vec<Fetched> = fetched
+            .into_iter()
+            .filter_map(|(uid, items)| items.into_fetched(uid))
+            .collect();
+        tracing::debug!(
+            server = %self.server(),
+            mailbox = %mailbox,
+            requested = wanted.len(),
+            fetched = mails.len(),
+            "Fetched mails"
+        );
+        Ok(mails)
+    }
+}
+
+/// Adds a FETCH response for one of the `batch` UIDs to `fetched`.
+/// Returns false for other responses, such as another mail's flag change.
+fn collect(response: &Response<'_>, batch: &[u32], fetched: &mut BTreeMap<u32, Items>) -> bool {
+    let Response::Fetch(_, attributes) = response else {
+        return false;
+    };
+    let (Some(uid), items) = Items::parse(attributes) else {
+        return false;
+    };
+    if batch.binary_search(&uid).is_err() {
+        return false;
+    }
+
+    fetched.entry(uid).or_default().merge(items);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    #[test]
+    fn internal_date_parsed() {
+        let date = parse_internal_date("17-Jul-1996 02:44:25 -0700").unwrap();
+
+        assert_eq!(date.to_rfc3339(), "1996-07-17T02:44:25-07:00");
+    }
+
+    #[test]
+    fn space_padded_day_parsed() {
+        let date = parse_internal_date(" 7-Jul-1996 02:44:25 +0200").unwrap();
+
+        assert_eq!(date.to_rfc3339(), "1996-07-07T02:44:25+02:00");
+    }
+
+    #[test]
+    fn unreadable_internal_date_is_none() {
+        assert_eq!(parse_internal_date("yesterday"), None);
+    }
+
+    fn attributes(uid: u32, body: Option<&'static [u8]>) -> Vec<AttributeValue<'static>> {
+        let mut attributes = vec![
+            AttributeValue::Uid(uid),
+            AttributeValue::Flags(vec![Cow::Borrowed("\\Answered"), Cow::Borrowed("$Label1")]),
+            AttributeValue::Rfc822Size(5),
+        ];
+        if let Some(body) = body {
+            attributes.push(AttributeValue::BodySection {
+                section: None,
+                index: None,
+                data: Some(Cow::Borrowed(body)),
+            });
+        }
+        attributes
+    }
+
+    #[test]
+    fn fetch_items_collected() {
+        let mut fetched = BTreeMap::new();
+        let response = Response::Fetch(1, attributes(7, Some(b"hello")));
+
+        assert!(collect(&response, &[7], &mut fetched));
+
+        let mail = fetched.remove(&7).unwrap().into_fetched(7).unwrap();
+        assert_eq!(mail.flags, ["\\Answered", "$Label1"]);
+        assert_eq!(mail.size, Some(5));
+        assert_eq!(mail.body, b"hello");
+    }
+
+    #[test]
+    fn other_mails_flag_change_ignored() {
+        let mut fetched = BTreeMap::new();
+        let response = Response::Fetch(3, attributes(9, None));
+
+        assert!(!collect(&response, &[7], &mut fetched));
+        assert!(fetched.is_empty());
+    }
+
+    #[test]
+    fn split_response_merged() {
+        let mut fetched = BTreeMap::new();
+        collect(
+            &Response::Fetch(1, attributes(7, Some(b"hello"))),
+            &[7],
+            &mut fetched,
+        );
+        let flags_only = vec![
+            AttributeValue::Uid(7),
+            AttributeValue::Flags(vec![Cow::Borrowed("\\Seen")]),
+        ];
+        collect(&Response::Fetch(1, flags_only), &[7], &mut fetched);
+
+        let mail = fetched.remove(&7).unwrap().into_fetched(7).unwrap();
+        assert_eq!(mail.flags, ["\\Seen"]);
+        assert_eq!(mail.body, b"hello");
+    }
+
+    #[test]
+    fn mail_without_body_dropped() {
+        let mut fetched = BTreeMap::new();
+        collect(&Response::Fetch(1, attributes(7, None)), &[7], &mut fetched);
+
+        assert!(fetched.remove(&7).unwrap().into_fetched(7).is_none());
+    }
+}

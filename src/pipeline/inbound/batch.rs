@@ -1,0 +1,257 @@
+//! Catching up with a mailbox in batches, in the order that makes the
+//! delivery guarantee: fetch, publish, wait for the broker's confirmation,
+//! post-process, remember the published keys, save the checkpoint.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{debug, error, warn};
+
+use super::{MailboxWatch, WatchError};
+use crate::broker::Record;
+use crate::config::AfterPublish;
+use crate::imap::{Fetched, PostProcess, Session};
+use crate::mail::{self, FetchedMail, INBOUND_SCHEMA, InboundMail, WarningCode};
+use crate::pipeline::backoff::Backoff;
+use crate::pipeline::checkpoint::{Checkpoint, Filter};
+
+/// Delays between attempts to publish a batch the broker did not confirm.
+const PUBLISH_RETRY_BASE: Duration = Duration::from_millis(500);
+const PUBLISH_RETRY_CAP: Duration = Duration::from_secs(60);
+
+/// The documents of one fetched batch.
+struct Documents {
+    records: Vec<Record>,
+    keys: Vec<String>,
+    received: Vec<SystemTime>,
+    /// Mails the parser failed on, whose document holds only metadata.
+    unparsed: Vec<u32>,
+}
+
+impl MailboxWatch {
+    /// Publishes every mail above the checkpoint, batch by batch.
+    pub(super) async fn catch_up(
+        &mut self,
+        session: &mut Session,
+        position: &mut Checkpoint,
+    ) -> Result<(), WatchError> {
+        loop {
+            let started = Instant::now();
+            let uids = self.pending(session, position).await?;
+            if uids.is_empty() {
+                return Ok(());
+            }
+            let batch_size = self.shared.settings.batch_size.get();
+            for chunk in uids.chunks(batch_size) {
+                self.batch(session, position, chunk).await?;
+                let fetched = chunk.len();
+                let (account, mailbox) = (self.account(), self.mailbox.as_str());
+                self.shared
+                    .metrics
+                    .record_cycle(account, mailbox, started.elapsed(), fetched);
+                if self.stopping() {
+                    return Err(WatchError::Shutdown);
+                }
+            }
+        }
+    }
+
+    /// UIDs above the checkpoint, without those the filter skips unseen.
+    async fn pending(
+        &self,
+        session: &mut Session,
+        position: &mut Checkpoint,
+    ) -> Result<Vec<u32>, WatchError> {
+        let mut uids = session.uids_after(position.last_uid).await?;
+        if let Some(Filter::Seen { through }) = position.filter {
+            let unseen: HashSet<u32> = session.uids_unseen().await?.into_iter().collect();
+            uids.retain(|uid| *uid > through || unseen.contains(uid));
+        }
+        Ok(uids)
+    }
+
+    /// One batch: fetch, publish, post-process, checkpoint.
+    async fn batch(
+        &mut self,
+        session: &mut Session,
+        position: &mut Checkpoint,
+        uids: &[u32],
+    ) -> Result<(), WatchError> {
+        let fetched = session.fetch(uids).await?;
+        let known = self.known_keys(position)?;
+        let documents = self.documents(&fetched, position.uidvalidity, &known);
+        debug!(
+            mailbox = %self.mailbox, fetched = fetched.len(),
+            publishing = documents.records.len(), "Fetched batch"
+        );
+
+        let published = Instant::now();
+        self.publish_until_confirmed(session, &documents.records)
+            .await?;
+        let pipeline = &self.shared.pipeline;
+        self.shared
+            .metrics
+            .record_published(pipeline, published.elapsed(), &documents.received);
+
+        let processed = self.keep_unparsed(uids, &documents.unparsed);
+        session
+            .post_process(&processed, &self.post_process())
+            .await?;
+        self.checkpoints.remember(&documents.keys)?;
+        position.last_uid = uids.iter().copied().max().unwrap_or(position.last_uid);
+        if position
+            .filter
+            .is_some_and(|filter| filter.through() <= position.last_uid)
+        {
+            position.filter = None;
+        }
+
+        self.save(*position)
+    }
+
+    /// Keys published before a UIDVALIDITY change, while `skip_known`
+    /// applies.
+    fn known_keys(&self, position: &Checkpoint) -> Result<HashSet<String>, WatchError> {
+        match position.filter {
+            Some(Filter::Known { .. }) => Ok(self.checkpoints.known()?),
+            _ => Ok(HashSet::new()),
+        }
+    }
+
+    fn documents(
+        &self,
+        fetched: &[Fetched],
+        uidvalidity: u32,
+        known: &HashSet<String>,
+    ) -> Documents {
+        let mut documents = Documents {
+            records: Vec::with_capacity(fetched.len()),
+            keys: Vec::with_capacity(fetched.len()),
+            received: Vec::with_capacity(fetched.len()),
+            unparsed: Vec::new(),
+        };
+        for mail in fetched {
+            let document = self.document(mail, uidvalidity);
+            if document.has_warning(WarningCode::ParsePanic) {
+                documents.unparsed.push(mail.uid);
+            }
+            let key = dedupe_key(&document);
+            if known.contains(&key) {
+                debug!(mailbox = %self.mailbox, uid = mail.uid, "Skipping mail published before the UIDVALIDITY change");
+                continue;
+            }
+            if let Some(at) = mail.internal_date {
+                documents.received.push(at.into());
+            }
+            documents.records.push(Record {
+                key: document.id.clone(),
+                payload: document.to_json(),
+                schema: INBOUND_SCHEMA,
+            });
+            documents.keys.push(key);
+        }
+        documents
+    }
+
+    fn document(&self, fetched: &Fetched, uidvalidity: u32) -> InboundMail {
+        let mail = FetchedMail {
+            account: self.account(),
+            mailbox: &self.mailbox,
+            uidvalidity,
+            uid: fetched.uid,
+            flags: fetched.flags.clone(),
+            received_at: fetched.internal_date,
+            size: fetched.size,
+            raw: &fetched.body,
+        };
+        mail::build(&mail, &self.options)
+    }
+
+    /// Returns the UIDs to post-process. With `delete`, a mail whose
+    /// document lacks its content because the parser failed stays in the
+    /// mailbox, where it is the only full copy.
+    fn keep_unparsed(&self, uids: &[u32], unparsed: &[u32]) -> Vec<u32> {
+        if self.shared.settings.after_publish != AfterPublish::Delete || unparsed.is_empty() {
+            return uids.to_vec();
+        }
+        for uid in unparsed {
+            error!(
+                pipeline = %self.shared.pipeline, mailbox = %self.mailbox, uid,
+                "Mail could not be parsed; published its metadata and kept it instead of deleting it"
+            );
+        }
+        uids.iter()
+            .copied()
+            .filter(|uid| !unparsed.contains(uid))
+            .collect()
+    }
+
+    fn post_process(&self) -> PostProcess {
+        let settings = &self.shared.settings;
+        match settings.after_publish {
+            AfterPublish::Keep => PostProcess::Keep,
+            AfterPublish::MarkSeen => PostProcess::MarkSeen,
+            AfterPublish::AddKeyword => {
+                let keyword = settings
+                    .keyword
+                    .as_deref()
+                    .unwrap_or(crate::config::DEFAULT_KEYWORD);
+                PostProcess::AddKeyword(keyword.to_owned())
+            }
+            AfterPublish::Move => PostProcess::Move(settings.move_to.clone().unwrap_or_default()),
+            AfterPublish::Delete => PostProcess::Delete,
+        }
+    }
+
+    /// Publishes `records` until the broker confirms them all, keeping the
+    /// IMAP session alive between attempts. Nothing after this step runs
+    /// while the broker is unreachable, so nothing is acknowledged early.
+    pub(super) async fn publish_until_confirmed(
+        &self,
+        session: &mut Session,
+        records: &[Record],
+    ) -> Result<(), WatchError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut backoff = Backoff::new(PUBLISH_RETRY_BASE, PUBLISH_RETRY_CAP);
+        loop {
+            let err = match self.shared.publisher.publish(records).await {
+                Ok(()) if backoff.attempts() == 0 => return Ok(()),
+                Ok(()) => {
+                    self.shared.readiness.ready(&self.component());
+                    return Ok(());
+                }
+                Err(err) => err,
+            };
+            let pipeline = &self.shared.pipeline;
+            self.shared
+                .metrics
+                .record_publish_failure(pipeline, err.kind(), records.len());
+            let delay = backoff.next_delay();
+            warn!(
+                pipeline = %pipeline, mailbox = %self.mailbox, error = %err,
+                error_type = err.kind(), attempt = backoff.attempts(),
+                retry_in_ms = delay.as_millis() as u64,
+                "Broker did not confirm the batch; retrying before anything is acknowledged"
+            );
+            self.shared
+                .readiness
+                .not_ready(&self.component(), err.to_string());
+            self.sleep(delay).await;
+            if self.stopping() {
+                return Err(WatchError::Shutdown);
+            }
+            session.noop(self.shared.settings.liveness_timeout).await?;
+        }
+    }
+}
+
+/// The key that recognises a mail across UIDVALIDITY changes: its
+/// Message-ID, or its content hash when it has none.
+fn dedupe_key(document: &InboundMail) -> String {
+    match &document.message_id {
+        Some(message_id) => message_id.clone(),
+        None => format!("sha256:{}", document.content_sha256),
+    }
+}

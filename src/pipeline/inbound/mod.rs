@@ -1,0 +1,253 @@
+//! The watch of one (pipeline, mailbox): connect, select, catch up in
+//! batches (fetch, publish, wait for the broker's confirmation,
+//! post-process, checkpoint), then wait for new mail with IDLE or a
+//! timer, and reconnect with backoff after any failure.
+//!
+//! The order inside a batch is the delivery guarantee: nothing is
+//! post-processed or checkpointed before the broker confirmed it, so a
+//! crash repeats mail (with the same document `id`) and never loses it.
+
+mod batch;
+mod error;
+mod position;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::backoff::Backoff;
+use super::checkpoint::{Checkpoint, CheckpointStore};
+use crate::auth::TokenProvider;
+use crate::broker::Publisher;
+use crate::config::{Inbound, Mode};
+use crate::imap::{Connector, IdleEvent, Session};
+use crate::mail::DocumentOptions;
+use crate::telemetry::{InboundMetrics, Readiness};
+
+pub use error::WatchError;
+
+/// First delay after a failed session, and the largest one.
+const RECONNECT_BASE: Duration = Duration::from_secs(1);
+const RECONNECT_CAP: Duration = Duration::from_secs(5 * 60);
+
+/// Pause before a session renewed for a fresh token signs in again, so
+/// that a token whose refresh point has already passed cannot make the
+/// watch reconnect in a tight loop.
+const RENEW_PAUSE: Duration = Duration::from_secs(1);
+
+/// Everything a mailbox watch shares with the rest of its pipeline.
+#[derive(Clone)]
+pub struct Shared {
+    /// Name of the inbound pipeline.
+    pub pipeline: String,
+    /// The pipeline's settings.
+    pub settings: Arc<Inbound>,
+    pub connector: Connector,
+    pub tokens: TokenProvider,
+    pub publisher: Publisher,
+    pub metrics: InboundMetrics,
+    pub readiness: Readiness,
+    /// Becomes true when the process stops.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The watch of one mailbox.
+pub struct MailboxWatch {
+    shared: Shared,
+    mailbox: String,
+    checkpoints: CheckpointStore,
+    options: DocumentOptions,
+}
+
+/// Why a session ended without an error.
+enum Exit {
+    /// The process stops.
+    Shutdown,
+    /// The process stops while an IDLE command runs, which only DONE
+    /// ends: the connection is closed without LOGOUT.
+    ShutdownInIdle,
+    /// The access token is about to be refreshed: sign in again.
+    Renew,
+}
+
+impl MailboxWatch {
+    /// Prepares the watch of `mailbox` (UTF-8), whose checkpoints live
+    /// under the state directory `state`.
+    pub fn new(shared: Shared, mailbox: &str, state: &std::path::Path) -> Self {
+        let settings = &shared.settings;
+        let checkpoints = CheckpointStore::new(state, &shared.pipeline, &settings.account, mailbox);
+        let options = DocumentOptions {
+            attachment_bytes: settings.attachment_bytes,
+            raw_bytes: settings.raw_bytes,
+            max_message_bytes: settings.max_message_bytes,
+        };
+        Self {
+            shared,
+            mailbox: mailbox.to_owned(),
+            checkpoints,
+            options,
+        }
+    }
+
+    fn account(&self) -> &str {
+        &self.shared.settings.account
+    }
+
+    fn component(&self) -> String {
+        format!("inbound/{}/{}", self.shared.pipeline, self.mailbox)
+    }
+
+    /// Runs until shutdown. Failures are logged, counted and retried;
+    /// they never end the watch.
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new(RECONNECT_BASE, RECONNECT_CAP);
+        self.shared
+            .readiness
+            .not_ready(&self.component(), "connecting");
+        loop {
+            let result = self.session(&mut backoff).await;
+            self.set_connected(false);
+            match result {
+                Ok(Exit::Shutdown | Exit::ShutdownInIdle) => break,
+                Ok(Exit::Renew) => {
+                    info!(
+                        pipeline = %self.shared.pipeline, mailbox = %self.mailbox,
+                        "Access token due for refresh; signing in again"
+                    );
+                    self.sleep(RENEW_PAUSE).await;
+                }
+                Err(WatchError::Shutdown) => break,
+                Err(err) => self.failed(&err, &mut backoff).await,
+            }
+            if self.stopping() {
+                break;
+            }
+        }
+        info!(pipeline = %self.shared.pipeline, mailbox = %self.mailbox, "Mailbox watch stopped");
+    }
+
+    async fn failed(&mut self, err: &WatchError, backoff: &mut Backoff) {
+        let (account, mailbox) = (self.account().to_owned(), self.mailbox.clone());
+        self.shared
+            .metrics
+            .record_reconnect(&account, &mailbox, err.kind());
+        self.shared
+            .readiness
+            .not_ready(&self.component(), err.to_string());
+        let delay = backoff.next_delay();
+        warn!(
+            pipeline = %self.shared.pipeline, account = %account, mailbox = %mailbox,
+            error = %err, error_type = err.kind(), attempt = backoff.attempts(),
+            retry_in_ms = delay.as_millis() as u64,
+            "Mailbox watch failed; reconnecting"
+        );
+        self.sleep(delay).await;
+    }
+
+    /// One IMAP session: sign in, select, then alternate between catching
+    /// up and waiting.
+    async fn session(&mut self, backoff: &mut Backoff) -> Result<Exit, WatchError> {
+        let mut session = self.shared.connector.connect().await?;
+        let selected = session.select(&self.mailbox).await?;
+        let mut position = self.position(&mut session, &selected).await?;
+        self.set_connected(true);
+        self.shared.readiness.ready(&self.component());
+        info!(
+            pipeline = %self.shared.pipeline, account = %self.account(), mailbox = %self.mailbox,
+            uidvalidity = position.uidvalidity, last_uid = position.last_uid,
+            "Watching mailbox"
+        );
+
+        loop {
+            self.catch_up(&mut session, &mut position).await?;
+            backoff.reset();
+            let Some(exit) = self.wait(&mut session).await? else {
+                continue;
+            };
+            if !matches!(exit, Exit::ShutdownInIdle) {
+                session.logout().await;
+            }
+            return Ok(exit);
+        }
+    }
+
+    /// Waits for new mail; `Some` when the session should end.
+    async fn wait(&mut self, session: &mut Session) -> Result<Option<Exit>, WatchError> {
+        if self.stopping() {
+            return Ok(Some(Exit::Shutdown));
+        }
+        let Some(until_renewal) = self.until_renewal().await else {
+            return Ok(Some(Exit::Renew));
+        };
+        let settings = Arc::clone(&self.shared.settings);
+        let mut shutdown = self.shared.shutdown.clone();
+
+        match settings.mode {
+            Mode::Idle => {
+                let wait = settings.idle_interval.min(until_renewal);
+                let event = tokio::select! {
+                    event = session.idle(wait, settings.liveness_timeout) => event?,
+                    _ = shutdown.wait_for(|stop| *stop) => return Ok(Some(Exit::ShutdownInIdle)),
+                };
+                self.record_activity(session);
+                if let IdleEvent::Changed = event {
+                    tracing::debug!(mailbox = %self.mailbox, "Mailbox changed");
+                }
+            }
+            Mode::Poll => {
+                let wait = settings.poll_interval.min(until_renewal);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return Ok(Some(Exit::Shutdown)),
+                }
+                session.noop(settings.liveness_timeout).await?;
+                self.record_activity(session);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Time left before the session is renewed: the access token's refresh
+    /// point, which leaves the refresh margin before it expires, so that
+    /// the new session signs in with a fresh token before a server such
+    /// as Exchange Online ends the old one. `None` when that time has come.
+    async fn until_renewal(&self) -> Option<Duration> {
+        let Some(refresh_at) = self.shared.tokens.access_token_refresh_at().await else {
+            return Some(Duration::MAX);
+        };
+        let left = refresh_at.duration_since(SystemTime::now()).ok()?;
+        Some(left).filter(|left| !left.is_zero())
+    }
+
+    fn record_activity(&self, session: &Session) {
+        let at = session.activity().last_time();
+        self.shared
+            .metrics
+            .set_last_activity(self.account(), &self.mailbox, at);
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.shared
+            .metrics
+            .set_connected(self.account(), &self.mailbox, connected);
+    }
+
+    fn stopping(&self) -> bool {
+        *self.shared.shutdown.borrow()
+    }
+
+    /// Sleeps for `delay`, or less when the process stops.
+    async fn sleep(&self, delay: Duration) {
+        let mut shutdown = self.shared.shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    }
+
+    fn save(&self, checkpoint: Checkpoint) -> Result<(), WatchError> {
+        Ok(self.checkpoints.save(checkpoint)?)
+    }
+}

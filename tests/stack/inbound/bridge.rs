@@ -1,0 +1,301 @@
+//! A `mailbridge run` process for the inbound tests: its configuration
+//! file, its own state directory and metrics port, the account signed in
+//! by `mailbridge authorize`, and its log, which must never contain a
+//! token.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{authorization_redirect, http, mail_address, stack, unique};
+
+pub const ACCOUNT: &str = "watched";
+
+/// How long a test waits for a state it expects.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Settings of one bridge; `pipelines` is TOML appended to the account
+/// and broker tables.
+pub struct Setup {
+    pub user: String,
+    directory: tempfile::TempDir,
+    metrics_port: u16,
+    /// IMAP port the account connects to: the stack's, or a forwarder's.
+    pub imap_port: u16,
+    /// AMQP URL of the `rabbitmq` broker: the stack's, or a forwarder's.
+    pub amqp_url: String,
+}
+
+impl Setup {
+    /// A new mailbox user and state directory.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            user: mail_address(&unique(prefix)),
+            directory: tempfile::tempdir().expect("temporary directory"),
+            metrics_port: free_port(),
+            imap_port: crate::support::port("STACK_IMAPS_PORT"),
+            amqp_url: stack("STACK_AMQP_URL"),
+        }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.directory.path().join("state")
+    }
+
+    fn config_file(&self) -> PathBuf {
+        self.directory.path().join("mailbridge.toml")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.directory.path().join("mailbridge.log")
+    }
+
+    /// Writes the configuration with `pipelines` and signs the account in.
+    pub async fn prepare(&self, pipelines: &str) {
+        std::fs::write(self.config_file(), self.config(pipelines)).expect("write config");
+        self.authorize().await;
+    }
+
+    fn config(&self, pipelines: &str) -> String {
+        let secret_file = self.directory.path().join("client-secret");
+        std::fs::write(&secret_file, stack("STACK_OAUTH_CLIENT_SECRET")).expect("write secret");
+        format!(
+            r#"
+[state]
+directory = "{state}"
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+
+[log]
+level = "debug,rdkafka=info,lapin=info,async_imap=info,h2=info,hyper=info,reqwest=info,rustls=info"
+
+[accounts.{ACCOUNT}]
+address = "{user}"
+
+[accounts.{ACCOUNT}.oauth2]
+provider = "generic"
+client_id = "{client_id}"
+client_secret_file = "{secret_file}"
+authorize_url = "{authorize_url}"
+token_url = "{token_url}"
+scopes = ["imap", "smtp"]
+
+[accounts.{ACCOUNT}.imap]
+host = "{imap_host}"
+port = {imap_port}
+tls = "implicit"
+ca_file = "{ca_file}"
+connect_timeout = "5s"
+
+[brokers.kafka]
+kind = "kafka"
+bootstrap_servers = "{bootstrap}"
+properties = {{ "message.timeout.ms" = "5000" }}
+
+[brokers.rabbitmq]
+kind = "amqp"
+url = "{amqp_url}"
+{pipelines}
+"#,
+            state = self.state().display(),
+            metrics_port = self.metrics_port,
+            user = self.user,
+            client_id = stack("STACK_OAUTH_CLIENT_ID"),
+            secret_file = secret_file.display(),
+            authorize_url = stack("STACK_OAUTH_AUTHORIZE_URL"),
+            token_url = stack("STACK_OAUTH_TOKEN_URL"),
+            imap_host = stack("STACK_IMAP_HOST"),
+            imap_port = self.imap_port,
+            ca_file = stack("STACK_CA_FILE"),
+            bootstrap = stack("STACK_KAFKA_BOOTSTRAP"),
+            amqp_url = self.amqp_url,
+        )
+    }
+
+    /// Runs `mailbridge authorize` and completes the sign-in as a
+    /// browser would.
+    async fn authorize(&self) {
+        let mut child = self
+            .command()
+            .args(["authorize", ACCOUNT, "--no-browser"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mailbridge authorize");
+        let stdout = child.stdout.take().expect("stdout");
+        let url = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let url = lines
+                .find_map(|line| line.ok().filter(|line| line.starts_with("http")))
+                .expect("authorize prints the URL");
+            // The summary line follows; a closed pipe would fail it.
+            std::thread::spawn(move || lines.for_each(drop));
+            url
+        })
+        .await
+        .expect("read URL");
+        let location = authorization_redirect(&url).await;
+        http()
+            .get(&location)
+            .send()
+            .await
+            .expect("redirect reaches mailbridge");
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("join")
+            .expect("wait for authorize");
+        assert!(
+            status.success(),
+            "mailbridge authorize exited with {status}"
+        );
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mailbridge"));
+        command
+            .arg("--config")
+            .arg(self.config_file())
+            .env_remove("MAILBRIDGE_CONFIG")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Starts `mailbridge run`, appending to the log file.
+    pub fn start(&self) -> Bridge<'_> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file())
+            .expect("open log file");
+        let child = self
+            .command()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mailbridge run");
+        Bridge { setup: self, child }
+    }
+
+    /// The log of every run so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    /// Checks that no token of the account's token file is in the log.
+    pub fn assert_log_has_no_token(&self) {
+        let file = self.state().join("tokens").join(format!("{ACCOUNT}.json"));
+        let tokens: Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("token file"))
+                .expect("token file is JSON");
+        let log = self.log();
+        assert!(log.contains("Watching mailbox"), "the log is empty: {log}");
+        for field in ["access_token", "refresh_token"] {
+            let token = tokens[field].as_str().expect("token stored");
+            assert!(!log.contains(token), "the log contains the {field}");
+        }
+    }
+
+    /// The checkpoint of `pipeline` and `mailbox`, when one was saved.
+    pub fn checkpoint(&self, pipeline: &str, mailbox: &str) -> Option<Value> {
+        let file = self
+            .state()
+            .join("checkpoints")
+            .join(mailbridge::state::file_name(pipeline))
+            .join(format!("{}.json", mailbridge::state::file_name(mailbox)));
+        let text = std::fs::read_to_string(file).ok()?;
+        Some(serde_json::from_str(&text).expect("checkpoint is JSON"))
+    }
+
+    /// Fetches `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let response = http().get(url).send().await.expect("metrics request");
+        response.text().await.expect("metrics body")
+    }
+
+    /// Returns the value of the metric line that starts with `series`.
+    pub async fn sample(&self, series: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        text.lines()
+            .find(|line| line.starts_with(series))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
+        let deadline = Instant::now() + PATIENCE;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(response) = http().get(&url).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+                last = response.text().await.unwrap_or_default();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("not ready after {PATIENCE:?}: {last}\nlog:\n{}", self.log());
+    }
+}
+
+/// A running `mailbridge run`; killed when dropped.
+pub struct Bridge<'a> {
+    setup: &'a Setup,
+    child: Child,
+}
+
+impl Bridge<'_> {
+    /// Sends SIGTERM and waits for the exit.
+    pub async fn stop(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("send SIGTERM");
+        let mut child = std::mem::replace(&mut self.child, dummy_child());
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("join")
+            .expect("wait for mailbridge");
+        assert!(
+            status.success(),
+            "mailbridge exited with {status}:\n{}",
+            self.setup.log()
+        );
+        status
+    }
+}
+
+impl Drop for Bridge<'_> {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An exited child that takes the place of the real one after `stop`.
+fn dummy_child() -> Child {
+    let mut child = Command::new("true").spawn().expect("run true");
+    let _ = child.wait();
+    child
+}
+
+/// Returns a loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+/// Reads one of the demo mails.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("demo/mails")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+}
