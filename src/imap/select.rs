@@ -88,6 +88,32 @@ impl Session {
         })
     }
 
+    /// Creates `mailbox` (UTF-8) unless it exists, so that mail can be
+    /// moved there. RFC 5530's `ALREADYEXISTS` code counts as success.
+    ///
+    /// # Errors
+    ///
+    /// [`ImapError::Command`] when the server refuses for another reason,
+    /// and connection errors.
+    pub async fn create_if_missing(&mut self, mailbox: &str) -> Result<(), ImapError> {
+        let quoted = quote_mailbox(mailbox)?;
+        let command = format!("CREATE {quoted}");
+        let completion = self
+            .command("CREATE", Some(mailbox), &command, |_| false)
+            .await?;
+        if completion.is_ok() || completion.code.as_deref() == Some("ALREADYEXISTS") {
+            return Ok(());
+        }
+
+        Err(ImapError::Command {
+            server: self.settings.label.clone(),
+            command: "CREATE",
+            mailbox: Some(mailbox.to_owned()),
+            bad: completion.status == Status::Bad,
+            text: completion.describe(),
+        })
+    }
+
     /// Returns the UIDs above `uid` in the selected mailbox, in ascending
     /// order. `UID SEARCH UID n+1:*` also matches the last mail when every
     /// UID is below `n+1`, because `*` stands for the largest UID in use, so

@@ -150,6 +150,10 @@ impl MailboxWatch {
     /// up and waiting.
     async fn session(&mut self, backoff: &mut Backoff) -> Result<Exit, WatchError> {
         let mut session = self.shared.connector.connect().await?;
+        if let Some(target) = &self.shared.settings.move_to {
+            // A missing target would fail every batch after its publication.
+            session.create_if_missing(target).await?;
+        }
         let selected = session.select(&self.mailbox).await?;
         let mut position = self.position(&mut session, &selected).await?;
         self.set_connected(true);

@@ -166,6 +166,11 @@ url = "{amqp_url}"
 
     /// Starts `mailbridge run`, appending to the log file.
     pub fn start(&self) -> Bridge<'_> {
+        self.start_with_stdout(Stdio::null())
+    }
+
+    /// Starts `mailbridge run` with its standard output sent to `stdout`.
+    pub fn start_with_stdout(&self, stdout: impl Into<Stdio>) -> Bridge<'_> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -174,7 +179,7 @@ url = "{amqp_url}"
         let child = self
             .command()
             .arg("run")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(log)
             .spawn()
             .expect("start mailbridge run");
@@ -290,6 +295,24 @@ fn dummy_child() -> Child {
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").port()
+}
+
+/// Returns the errors of `document` against `schemas/NAME`.
+pub fn schema_errors(name: &str, document: &Value) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(name);
+    let schema: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read schema")).expect("schema JSON");
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("schema compiles");
+    validator
+        .iter_errors(document)
+        .map(|error| format!("{error} at {}", error.instance_path))
+        .collect()
 }
 
 /// Reads one of the demo mails.

@@ -103,6 +103,21 @@ pub async fn flags(user: &str, mailbox: &str) -> Vec<(u32, Vec<String>)> {
     flags
 }
 
+/// Sets `\Seen` on the INBOX mail with `uid`.
+pub async fn mark_seen(user: &str, uid: u32) {
+    let mut session = session(user).await;
+    session.select("INBOX").await.expect("select");
+    let updates: Vec<_> = session
+        .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Seen)")
+        .await
+        .expect("store")
+        .try_collect()
+        .await
+        .expect("read store");
+    drop(updates);
+    session.logout().await.expect("logout");
+}
+
 /// Deletes and recreates `mailbox`, which gives it a new UIDVALIDITY,
 /// then appends `mails` to it.
 pub async fn recreate(user: &str, mailbox: &str, mails: &[&[u8]]) {

@@ -9,11 +9,11 @@ mod mailbox;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use bridge::{PATIENCE, Setup, fixture};
+use bridge::{PATIENCE, Setup, fixture, schema_errors};
 use brokers::{
     Published, amqp_messages, create_topic, declare_queue, kafka_records, kafka_settled,
 };
-use mailbox::{append, deliver, flags, mail, recreate};
+use mailbox::{append, deliver, flags, mail, mark_seen, recreate};
 
 use crate::support::{Forwarder, stack, unique};
 
@@ -114,6 +114,8 @@ async fn inbound_delivered_mail_reaches_kafka_and_rabbitmq() {
     assert_eq!(subjects(&messages), expected);
     for record in &records {
         let document = &record.document;
+        let errors = schema_errors("inbound-mail.v1.json", document);
+        assert!(errors.is_empty(), "{errors:?} in {document}");
         assert_eq!(document["account"], "watched");
         assert_eq!(document["mailbox"], "INBOX");
         assert_eq!(record.key.as_deref(), document["id"].as_str());
@@ -358,6 +360,8 @@ async fn inbound_uidvalidity_change_publishes_only_new_mail() {
     );
     let reset = &records[2];
     assert_eq!(reset.headers["schema"], "mailbridge.mailbox-reset.v1");
+    let errors = schema_errors("mailbox-reset.v1.json", &reset.document);
+    assert!(errors.is_empty(), "{errors:?} in {}", reset.document);
     assert_eq!(
         reset.document["previous_uidvalidity"],
         before["uidvalidity"]
@@ -600,4 +604,158 @@ impl Drop for ShortTokens {
             .arg(stack("STACK_OAUTH_CONTROL_URL"))
             .status();
     }
+}
+
+#[tokio::test]
+async fn inbound_unseen_start_polls_and_moves() {
+    let setup = Setup::new("inbound-unseen");
+    let topic = unique("unseen.kafka");
+    create_topic(&topic).await;
+    let pipeline = format!(
+        "[inbound.kafka]\naccount = \"watched\"\nbroker = \"kafka\"\ntopic = \"{topic}\"\n\
+         start_from = \"unseen\"\nmode = \"poll\"\npoll_interval = \"1s\"\n\
+         after_publish = \"move\"\nmove_to = \"Done\"\n"
+    );
+    setup.prepare(&pipeline).await;
+    append(&setup.user, "INBOX", &mail(&unique("u"), "unseen one")).await;
+    append(&setup.user, "INBOX", &mail(&unique("s"), "already read")).await;
+    append(&setup.user, "INBOX", &mail(&unique("u"), "unseen two")).await;
+    mark_seen(&setup.user, 2).await;
+
+    let bridge = setup.start();
+    let first = kafka_records(&topic, 2, PATIENCE).await;
+    append(&setup.user, "INBOX", &mail(&unique("p"), "polled")).await;
+    let all = kafka_settled(&topic, 3, PATIENCE).await;
+    let (inbox, done) = (
+        wait_for_count(&setup.user, "INBOX", 1).await,
+        flags(&setup.user, "Done").await,
+    );
+    bridge.stop().await;
+
+    assert_eq!(
+        subjects(&first),
+        ["unseen one", "unseen two"].map(String::from).into()
+    );
+    assert_eq!(
+        subjects(&all),
+        ["unseen one", "unseen two", "polled"]
+            .map(String::from)
+            .into()
+    );
+    assert_eq!(all.len(), 3, "log:\n{}", setup.log());
+    assert_eq!(inbox.len(), 1, "the read mail stays: {inbox:?}");
+    assert_eq!(done.len(), 3, "published mail is moved: {done:?}");
+}
+
+#[tokio::test]
+async fn inbound_new_start_writes_json_lines_without_broker() {
+    let setup = Setup::new("inbound-stdout");
+    setup
+        .prepare("[inbound.lines]\naccount = \"watched\"\nstart_from = \"new\"\n")
+        .await;
+    append(
+        &setup.user,
+        "INBOX",
+        &mail(&unique("old"), "before the start"),
+    )
+    .await;
+    let output = tempfile::NamedTempFile::new().expect("output file");
+
+    let bridge = setup.start_with_stdout(output.reopen().expect("reopen"));
+    setup.wait_ready().await;
+    append(
+        &setup.user,
+        "INBOX",
+        &mail(&unique("new"), "after the start"),
+    )
+    .await;
+    wait_for_lines(output.path(), 1).await;
+    tokio::time::sleep(brokers::SETTLE).await;
+    bridge.stop().await;
+
+    let text = std::fs::read_to_string(output.path()).expect("read output");
+    let documents: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is one JSON document"))
+        .collect();
+    assert_eq!(documents.len(), 1, "{text}");
+    assert_eq!(documents[0]["subject"], "after the start");
+    assert_eq!(documents[0]["uid"], 2);
+}
+
+/// Waits until `path` holds `count` lines.
+async fn wait_for_lines(path: &std::path::Path, count: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "fewer than {count} lines in {} after {PATIENCE:?}",
+        path.display()
+    );
+}
+
+/// Waits until `mailbox` holds exactly `count` mails, and returns them.
+async fn wait_for_count(user: &str, mailbox: &str, count: usize) -> Vec<(u32, Vec<String>)> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mails = flags(user, mailbox).await;
+        if mails.len() == count || Instant::now() > deadline {
+            return mails;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts with a stored access token that the store believes valid but
+/// the server sees expired, as after a provider revoked it early: the
+/// IMAP login is rejected once, one forced refresh follows, and the watch
+/// signs in with the new token. The short lifetime is set for every test,
+/// so this one runs alone.
+#[tokio::test]
+async fn inbound_expired_token_recovers_by_one_refresh_in_sequence() {
+    let setup = Setup::new("inbound-expired");
+    let topic = unique("expired.kafka");
+    create_topic(&topic).await;
+    let pipeline = format!(
+        "[inbound.kafka]\naccount = \"watched\"\nbroker = \"kafka\"\ntopic = \"{topic}\"\n"
+    );
+    let short = ShortTokens::begin(2).await;
+    setup.prepare(&pipeline).await;
+    drop(short);
+    let file = setup
+        .state()
+        .join("tokens")
+        .join(format!("{}.json", bridge::ACCOUNT));
+    let mut tokens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("token file")).expect("JSON");
+    tokens["access_token_expires_at"] = "2099-01-01T00:00:00Z".into();
+    std::fs::write(&file, tokens.to_string()).expect("rewrite token file");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let bridge = setup.start();
+    setup.wait_ready().await;
+    append(
+        &setup.user,
+        "INBOX",
+        &mail(&unique("expired"), "after the refresh"),
+    )
+    .await;
+    let records = kafka_records(&topic, 1, PATIENCE).await;
+    let failures = setup
+        .sample("mailbridge_auth_failures_total{account=\"watched\",protocol=\"imap\"")
+        .await;
+    let refreshes = setup
+        .sample("mailbridge_oauth2_token_refreshes_total{account=\"watched\",result=\"success\"}")
+        .await;
+    bridge.stop().await;
+
+    assert_eq!(records.len(), 1, "log:\n{}", setup.log());
+    assert_eq!(failures, Some(1.0), "one rejected login");
+    assert_eq!(refreshes, Some(1.0), "one forced refresh");
+    setup.assert_log_has_no_token();
 }
