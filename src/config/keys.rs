@@ -155,9 +155,11 @@ pub const KEYS: &[Key] = &[
     key("outbound.NAME.topic", Kind::Text, "required for kafka"),
     key("outbound.NAME.queue", Kind::Text, "required for amqp"),
     key("outbound.NAME.group_id", Kind::Text, "`mailbridge-NAME` for kafka"),
-    key("outbound.NAME.dead_letter", Kind::Text, UNSET),
+    key("outbound.NAME.dead_letter", Kind::Text, REQUIRED),
     key("outbound.NAME.status", Kind::Text, UNSET),
     key("outbound.NAME.max_in_flight", Kind::Integer, "`4`"),
+    key("outbound.NAME.max_attempts", Kind::Integer, "`10`"),
+    key("outbound.NAME.max_attachment_bytes", Kind::Integer, "`26214400`"),
 ];
 
 /// Joins a table pattern and a key.

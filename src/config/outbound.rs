@@ -12,6 +12,7 @@ use super::server::Protocol;
 use super::values::Invalid;
 
 const DEFAULT_MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(4).unwrap();
+const DEFAULT_MAX_ATTEMPTS: NonZeroUsize = NonZeroUsize::new(10).unwrap();
 
 /// An outbound pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,16 +30,23 @@ pub struct Outbound {
     /// Kafka consumer group. Default with a Kafka broker: `mailbridge-NAME`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_id: Option<String>,
-    /// Topic or queue that rejected requests go to, with the reason.
-    /// Default: none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead_letter: Option<String>,
+    /// Topic or queue that failed requests go to, with the reason.
+    /// Required, so that no request is ever dropped.
+    pub dead_letter: String,
     /// Topic or queue that receives one status event per request. Default:
     /// none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// Requests being sent at the same time. Default: 4.
+    /// Requests being sent at the same time, and the size of the SMTP
+    /// connection pool. Default: 4.
     pub max_in_flight: NonZeroUsize,
+    /// Send attempts of one request before a transient failure (4xx, a
+    /// network or token problem) sends it to the dead-letter target.
+    /// Default: 10.
+    pub max_attempts: NonZeroUsize,
+    /// Largest total size of a request's attachments, in bytes, after
+    /// base64 decoding. Default: 26214400 (25 MiB).
+    pub max_attachment_bytes: u64,
 }
 
 /// Topic or queue that an outbound pipeline consumes.
@@ -63,9 +71,12 @@ pub(crate) fn read(mut table: Table<'_>, name: &str, refs: &Refs) -> Option<Outb
         },
     };
     let consumed = source.topic.as_ref().or(source.queue.as_ref());
+    table.required_for("dead_letter", "to keep requests that cannot be sent");
     let dead_letter = read_target(&mut table, "dead_letter", consumed);
     let status = read_target(&mut table, "status", consumed);
     let max_in_flight = table.get::<NonZeroUsize>("max_in_flight");
+    let max_attempts = table.get::<NonZeroUsize>("max_attempts");
+    let max_attachment_bytes = table.get::<u64>("max_attachment_bytes");
     table.finish();
 
     Some(Outbound {
@@ -74,9 +85,11 @@ pub(crate) fn read(mut table: Table<'_>, name: &str, refs: &Refs) -> Option<Outb
         topic: source.topic,
         queue: source.queue,
         group_id: source.group_id,
-        dead_letter,
+        dead_letter: dead_letter?,
         status,
         max_in_flight: max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+        max_attempts: max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+        max_attachment_bytes: max_attachment_bytes.unwrap_or(25 * 1024 * 1024),
     })
 }
 

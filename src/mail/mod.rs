@@ -12,12 +12,14 @@ mod document;
 mod headers;
 mod parts;
 mod reset;
+pub mod status;
 
 use sha2::{Digest, Sha256};
 
 pub use build::{DocumentOptions, FetchedMail, build};
 pub use document::{Address, Attachment, Header, InboundMail, Warning, WarningCode};
 pub use reset::MailboxReset;
+pub use status::{OutboundStatus, STATUS_SCHEMA};
 
 /// Schema name of [`InboundMail`], sent as a Kafka header and as the AMQP
 /// `type` property.

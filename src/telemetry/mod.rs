@@ -4,8 +4,8 @@
 //! is registered on the default registry.
 //!
 //! - [`metrics`] defines the OAuth2 and sign-in metric handles and one
-//!   recording method per event; [`inbound`] those of the inbound
-//!   pipelines.
+//!   recording method per event; [`inbound`] and [`outbound`] those of
+//!   the pipelines.
 //! - [`http`] serves `/metrics`, `/healthz` and `/readyz`.
 //! - [`logging`] installs the tracing subscriber.
 
@@ -13,7 +13,9 @@ pub mod http;
 pub mod inbound;
 pub mod logging;
 pub mod metrics;
+pub mod outbound;
 
 pub use http::Readiness;
 pub use inbound::InboundMetrics;
 pub use metrics::{Metrics, Protocol};
+pub use outbound::OutboundMetrics;

@@ -91,6 +91,8 @@ group_id = "g"
 dead_letter = "d"
 status = "s"
 max_in_flight = 2
+max_attempts = 3
+max_attachment_bytes = 1000
 "#;
 
 #[test]

@@ -57,6 +57,7 @@ topic = "mail.inbound"
 account = "support"
 broker = "rabbit"
 queue = "mail.outbound"
+dead_letter = "mail.dead-letter"
 "#;
 
 /// Runs `test` in a jail with an empty environment.

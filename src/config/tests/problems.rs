@@ -592,8 +592,8 @@ fn section_name_must_be_lowercase() {
 fn dead_letter_is_not_source() {
     jail(|jail| {
         let toml = base_with(
-            "queue = \"mail.outbound\"",
-            "queue = \"mail.outbound\"\ndead_letter = \"mail.outbound\"",
+            "dead_letter = \"mail.dead-letter\"",
+            "dead_letter = \"mail.outbound\"",
         );
 
         let problems = problems(load_toml(jail, &toml));
@@ -638,6 +638,23 @@ fn inbound_watch_defaults() {
         assert_eq!(inbound.idle_interval, std::time::Duration::from_secs(1500));
         assert_eq!(inbound.max_message_bytes, 25 * 1024 * 1024);
         assert_eq!(inbound.keyword, None);
+        Ok(())
+    });
+}
+
+#[test]
+fn dead_letter_required() {
+    jail(|jail| {
+        let toml = base_with("dead_letter = \"mail.dead-letter\"\n", "");
+
+        let problems = problems(load_toml(jail, &toml));
+
+        let dead_letter = problem(&problems, "outbound.replies.dead_letter");
+        assert!(
+            dead_letter.reason.contains("required to keep requests"),
+            "{}",
+            dead_letter.reason
+        );
         Ok(())
     });
 }
