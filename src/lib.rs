@@ -9,6 +9,7 @@
 //!   provider endpoints and scopes, classifies token errors and stores tokens.
 //! - [`mail`] holds the serde types of the inbound and outbound documents.
 //! - [`imap`] signs in to IMAP servers, fetches, idles and post-processes.
+//! - [`smtp`] submits mail over SMTP with OAuth2 sign-in.
 //! - [`broker`] publishes to Kafka, AMQP or standard output.
 //! - [`pipeline`] joins a mailbox watcher to a publisher and acknowledges
 //!   a mail only after the broker confirmed it.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod imap;
 pub mod mail;
 pub mod pipeline;
+pub mod smtp;
 pub mod state;
 pub mod telemetry;
 pub mod tls;

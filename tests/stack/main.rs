@@ -16,4 +16,5 @@ mod kafka;
 mod oauth;
 mod publish;
 mod smtp;
+mod smtp_transport;
 mod token;

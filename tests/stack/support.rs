@@ -443,3 +443,123 @@ fn split_tag(line: &str) -> (Option<&str>, &str) {
         false => (None, line),
     }
 }
+
+impl Forwarder {
+    /// Returns the number of connections relayed since the start or the
+    /// last [`Forwarder::cut`].
+    pub fn connections(&self) -> usize {
+        self.relays.lock().unwrap().len() / 2
+    }
+}
+
+/// A plaintext SMTP server on loopback that records every line it
+/// receives, per connection. Each connection greets with 220 and replies
+/// by its own script, the first connection by the first script and so on.
+/// A connection beyond the scripts gets a 421 greeting. After a reply that
+/// starts with `354` the lines up to `.` are message data, and the `.`
+/// line is matched against the next step. QUIT that no step expects gets
+/// `221` and closes the connection.
+pub struct FakeSmtp {
+    pub port: u16,
+    received: Arc<Mutex<Vec<Vec<String>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeSmtp {
+    pub async fn start(scripts: Vec<Vec<Step>>) -> FakeSmtp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake SMTP server");
+        let port = listener.local_addr().expect("fake server address").port();
+        let received: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+
+        let log = Arc::clone(&received);
+        let task = tokio::spawn(async move {
+            let mut scripts = scripts.into_iter();
+            while let Ok((stream, _)) = listener.accept().await {
+                let index = {
+                    let mut log = log.lock().unwrap();
+                    log.push(Vec::new());
+                    log.len() - 1
+                };
+                let script = scripts.next();
+                tokio::spawn(serve_smtp(stream, script, Arc::clone(&log), index));
+            }
+        });
+        FakeSmtp {
+            port,
+            received,
+            task,
+        }
+    }
+
+    /// Returns the lines received, one list per connection.
+    pub fn received(&self) -> Vec<Vec<String>> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeSmtp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_smtp(
+    stream: TcpStream,
+    script: Option<Vec<Step>>,
+    log: Arc<Mutex<Vec<Vec<String>>>>,
+    index: usize,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let Some(script) = script else {
+        let _ = write
+            .write_all(b"421 4.3.2 no script left for this connection\r\n")
+            .await;
+        return;
+    };
+    let mut script = script.into_iter().peekable();
+    if write
+        .write_all(b"220 fake.example.test ESMTP\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+
+    let mut in_data = false;
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.lock().unwrap()[index].push(line.clone());
+        if in_data && line != "." {
+            continue;
+        }
+        in_data = false;
+        let upper = line.to_ascii_uppercase();
+        let expected = script
+            .peek()
+            .is_some_and(|step| upper.starts_with(step.expect));
+        let replies = match script.next_if(|_| expected) {
+            Some(step) => step.reply,
+            None if upper.starts_with("QUIT") => {
+                vec!["221 2.0.0 Bye".to_owned(), "{close}".to_owned()]
+            }
+            None => vec!["500 5.5.2 unexpected line in the test script".to_owned()],
+        };
+        for reply in replies {
+            if reply == "{close}" {
+                return;
+            }
+            in_data |= reply.starts_with("354");
+            if write
+                .write_all(format!("{reply}\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! One mail transaction (RFC 5321 section 3.3): MAIL FROM, one RCPT TO per
+//! recipient, DATA and the message.
+//!
+//! Recipients that the server rejects are reported and the message goes
+//! to the others, so that a resend never duplicates it for those that got
+//! it. An error reply to MAIL FROM, RCPT TO or DATA is followed by RSET,
+//! and an error reply to the message data ends the transaction by itself,
+//! so the connection stays usable either way.
+
+use std::str::FromStr;
+
+use lettre::Address;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{MailBodyParameter, MailParameter};
+
+use super::connect::{Connection, Settings, wire_error};
+use super::error::SmtpError;
+use super::rejection::transaction_error;
+use super::reply::Reply;
+use super::sender::Accepted;
+use super::wire::DataError;
+
+/// The sender and recipients of one message, checked before connecting.
+#[derive(Debug, Clone)]
+pub(crate) struct Envelope {
+    from: String,
+    sender: Option<Address>,
+    recipients: Vec<(String, Address)>,
+    non_ascii: bool,
+}
+
+impl Envelope {
+    /// Parses the addresses. An empty `from` is the null reverse-path
+    /// `<>` of delivery status notifications (RFC 5321 section 4.5.5).
+    pub(crate) fn new(from: &str, recipients: &[String]) -> Result<Self, SmtpError> {
+        let sender = match from.is_empty() {
+            true => None,
+            false => Some(parse_address(from)?),
+        };
+        if recipients.is_empty() {
+            return Err(SmtpError::InvalidAddress {
+                address: String::new(),
+                reason: "the message has no recipient".to_owned(),
+            });
+        }
+        let recipients = recipients
+            .iter()
+            .map(|recipient| Ok((recipient.clone(), parse_address(recipient)?)))
+            .collect::<Result<Vec<_>, SmtpError>>()?;
+
+        let non_ascii = !from.is_ascii() || recipients.iter().any(|(text, _)| !text.is_ascii());
+        Ok(Self {
+            from: from.to_owned(),
+            sender,
+            recipients,
+            non_ascii,
+        })
+    }
+}
+
+fn parse_address(address: &str) -> Result<Address, SmtpError> {
+    Address::from_str(address).map_err(|error| SmtpError::InvalidAddress {
+        address: address.to_owned(),
+        reason: format!("{error}; give a bare address such as bob@example.com"),
+    })
+}
+
+/// Failure of a transaction, by what it leaves of the connection.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The server rejected the message, and the connection is usable.
+    Rejected(SmtpError),
+    /// The connection closed before the message data was complete, so
+    /// nothing was delivered and another connection may send it.
+    Closed(SmtpError),
+    /// The connection is unusable, and resending may duplicate the message.
+    Broken(SmtpError),
+}
+
+/// Runs one transaction on a signed-in connection.
+pub(crate) async fn submit(
+    connection: &mut Connection,
+    settings: &Settings,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<Accepted, Failure> {
+    let parameters = mail_parameters(connection, settings, envelope, message)?;
+    let mail = Mail::new(envelope.sender.clone(), parameters).to_string();
+    let reply = command(connection, settings, &mail, "the reply to MAIL FROM").await?;
+    if !reply.is_positive() {
+        return Err(reject(connection, settings, envelope, "MAIL FROM", reply).await);
+    }
+
+    let mut rejected = Vec::new();
+    for (text, address) in &envelope.recipients {
+        let rcpt = Rcpt::new(address.clone(), Vec::new()).to_string();
+        let reply = command(connection, settings, &rcpt, "the reply to RCPT TO").await?;
+        if !reply.is_positive() {
+            rejected.push((text.clone(), reply));
+        }
+    }
+    if rejected.len() == envelope.recipients.len() {
+        let error = SmtpError::RecipientsRejected {
+            server: settings.label.clone(),
+            rejected,
+        };
+        return Err(reset(connection, settings, error).await);
+    }
+
+    let reply = command(connection, settings, &Data.to_string(), "the reply to DATA").await?;
+    if reply.code != 354 {
+        return Err(reject(connection, settings, envelope, "DATA", reply).await);
+    }
+
+    let reply = send_data(connection, settings, message).await?;
+    match reply.is_positive() {
+        true => Ok(accepted(reply, rejected)),
+        false => Err(Failure::Rejected(transaction_error(
+            &settings.label,
+            "the message",
+            &envelope.from,
+            reply,
+        ))),
+    }
+}
+
+/// Returns the MAIL FROM parameters that the message needs, or the
+/// failure when the server lacks an extension for it or announced a
+/// smaller SIZE.
+fn mail_parameters(
+    connection: &Connection,
+    settings: &Settings,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<Vec<MailParameter>, Failure> {
+    let capabilities = &connection.capabilities;
+    let server = settings.label.clone();
+    if let Some(limit) = capabilities.max_message_bytes()
+        && message.len() as u64 > limit
+    {
+        let size = message.len();
+        return Err(Failure::Rejected(SmtpError::MessageTooLarge {
+            server,
+            size,
+            limit,
+        }));
+    }
+
+    let mut parameters = Vec::new();
+    let unsupported = |feature, reason| {
+        Failure::Rejected(SmtpError::Unsupported {
+            server: server.clone(),
+            feature,
+            reason,
+        })
+    };
+    if envelope.non_ascii {
+        if !capabilities.has("SMTPUTF8") {
+            return Err(unsupported(
+                "SMTPUTF8",
+                "the non-ASCII envelope addresses need",
+            ));
+        }
+        parameters.push(MailParameter::SmtpUtfEight);
+    }
+    if !message.is_ascii() {
+        if !capabilities.has("8BITMIME") {
+            return Err(unsupported("8BITMIME", "the message's 8-bit content needs"));
+        }
+        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    Ok(parameters)
+}
+
+/// Sends the message and reads the reply to its end. Only a failure
+/// after the end line went out is ambiguous.
+async fn send_data(
+    connection: &mut Connection,
+    settings: &Settings,
+    message: &[u8],
+) -> Result<Reply, Failure> {
+    let step = "the message data";
+    let sent = connection
+        .wire()
+        .send_data(message, settings.timeouts.data_end)
+        .await;
+    let ambiguous = |detail: String| {
+        Failure::Broken(SmtpError::Ambiguous {
+            server: settings.label.clone(),
+            detail,
+        })
+    };
+    match sent {
+        Ok(()) => {}
+        Err(DataError::Content(error)) => return Err(lost(wire_error(settings, step, error))),
+        Err(DataError::End(error)) => {
+            return Err(ambiguous(wire_error(settings, step, error).to_string()));
+        }
+    }
+
+    let reply = connection.wire().reply(settings.timeouts.data_end).await;
+    let reply = reply.map_err(|error| {
+        ambiguous(wire_error(settings, "the reply to the message", error).to_string())
+    })?;
+    match reply.code {
+        // The server did not take the message and closes the connection.
+        421 => Err(Failure::Closed(SmtpError::ConnectionClosed {
+            server: settings.label.clone(),
+            step: "the reply to the message".to_owned(),
+            reply: Some(Box::new(reply)),
+        })),
+        _ => Ok(reply),
+    }
+}
+
+fn accepted(reply: Reply, rejected_recipients: Vec<(String, Reply)>) -> Accepted {
+    Accepted {
+        code: reply.code,
+        text: reply.text(),
+        enhanced: reply.enhanced,
+        rejected_recipients,
+    }
+}
+
+/// Sends one command of the transaction.
+async fn command(
+    connection: &mut Connection,
+    settings: &Settings,
+    line: &str,
+    step: &str,
+) -> Result<Reply, Failure> {
+    connection.command(settings, line, step).await.map_err(lost)
+}
+
+/// Classifies a failed command: a closed connection allows a resend on
+/// another one, a timeout or an unreadable reply does not.
+fn lost(error: SmtpError) -> Failure {
+    match error {
+        SmtpError::ConnectionClosed { .. } | SmtpError::Io { .. } => Failure::Closed(error),
+        other => Failure::Broken(other),
+    }
+}
+
+/// Resets the transaction after an error reply to `command`.
+async fn reject(
+    connection: &mut Connection,
+    settings: &Settings,
+    envelope: &Envelope,
+    command: &'static str,
+    reply: Reply,
+) -> Failure {
+    let error = transaction_error(&settings.label, command, &envelope.from, reply);
+    reset(connection, settings, error).await
+}
+
+/// Sends RSET so that the connection can carry the next message. The
+/// connection counts as broken when RSET fails.
+async fn reset(connection: &mut Connection, settings: &Settings, error: SmtpError) -> Failure {
+    let reply = connection
+        .command(settings, &Rset.to_string(), "the reply to RSET")
+        .await;
+    match reply {
+        Ok(reply) if reply.is_positive() => Failure::Rejected(error),
+        _ => Failure::Broken(error),
+    }
+}
