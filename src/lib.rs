@@ -9,7 +9,8 @@
 //!   provider endpoints and scopes, classifies token errors and stores tokens.
 //! - [`mail`] holds the serde types of the inbound and outbound documents.
 //! - [`imap`] signs in to IMAP servers, fetches, idles and post-processes.
-//! - [`smtp`] submits mail over SMTP with OAuth2 sign-in.
+//! - [`smtp`] builds the MIME message of a send request and submits it
+//!   over SMTP with OAuth2 sign-in.
 //! - [`broker`] publishes to Kafka, AMQP or standard output.
 //! - [`pipeline`] joins a mailbox watcher to a publisher and acknowledges
 //!   a mail only after the broker confirmed it.

@@ -1,6 +1,8 @@
-//! Inbound mail document: the JSON that every fetched IMAP mail becomes,
-//! and the event published when a mailbox's UIDVALIDITY changes. Plain
-//! data and pure functions that import nothing else of mailbridge.
+//! The documents mailbridge reads and writes: the inbound mail document
+//! that every fetched IMAP mail becomes, the event published when a
+//! mailbox's UIDVALIDITY changes, the outbound send request with its
+//! validation ([`outbound`]) and its status event ([`status`]). Plain data
+//! and pure functions that import nothing else of mailbridge.
 //!
 //! [`build`] parses the fetched bytes with `mail-parser` and maps them to
 //! an [`InboundMail`]. It never fails: a part that does not follow RFC
@@ -10,6 +12,7 @@ mod build;
 mod charset;
 mod document;
 mod headers;
+pub mod outbound;
 mod parts;
 mod reset;
 pub mod status;
@@ -18,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 pub use build::{DocumentOptions, FetchedMail, build};
 pub use document::{Address, Attachment, Header, InboundMail, Warning, WarningCode};
+pub use outbound::{OUTBOUND_SCHEMA, OutboundMail};
 pub use reset::MailboxReset;
 pub use status::{OutboundStatus, STATUS_SCHEMA};
 

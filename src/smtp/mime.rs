@@ -1,0 +1,510 @@
+//! MIME message of a validated send request (RFC 5322, RFC 2045 to RFC
+//! 2049), built with lettre.
+//!
+//! The body is `text/plain`, `text/html`, or `multipart/alternative` when
+//! the request has both. Inline parts join the HTML in a
+//! `multipart/related`, and attachments wrap everything in a
+//! `multipart/mixed`. Non-ASCII text in headers becomes RFC 2047
+//! encoded-words, and only display names are encoded, never an addr-spec.
+//!
+//! Bodies keep every line unchanged through any relay. A body that is
+//! not short-lined printable ASCII is sent as quoted-printable or base64.
+//! A line starting with `.` or `From ` is encoded as well, so neither
+//! SMTP dot-stuffing (RFC 5321 section 4.5.2) nor mbox quoting can alter
+//! it.
+
+use std::fmt::Write as _;
+
+use email_encoding::headers::rfc2047;
+use email_encoding::headers::writer::EmailWriter;
+use lettre::address::Envelope;
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Body, Mailboxes, MessageBuilder, MultiPart, SinglePart};
+use lettre::{Address, Message};
+
+use crate::mail::outbound::{DecodedAttachment, Mailbox, RejectReason, Rejection, Request};
+
+/// Maximum run of non-space characters written as it is in a header.
+/// lettre folds header lines only at spaces, so a longer run becomes RFC
+/// 2047 encoded-words, which may be split anywhere. With this bound, a
+/// run after `Reply-To: `, quotes included, stays within the 78 octets
+/// per line that RFC 5322 recommends.
+const MAX_WORD: usize = 66;
+
+/// Line length for quoted-printable bodies. RFC 2045 allows 76; three
+/// octets are kept free for escaping a leading `.` or `F` afterwards.
+const QP_LINE: usize = 73;
+
+/// The message ready for SMTP.
+///
+/// On a resend of the same request the sender reuses this value, bytes
+/// and `message_id` included, instead of building again. A new build
+/// generates a new Message-ID unless the request gives one, and only the
+/// same Message-ID lets receivers spot the duplicate that an ambiguous
+/// SMTP outcome may cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// The Message-ID header value, with angle brackets.
+    pub message_id: String,
+    /// Envelope sender (`MAIL FROM`): the `from` address of the request,
+    /// or the account address.
+    pub envelope_from: String,
+    /// Envelope recipients (`RCPT TO`): To, Cc and Bcc, each once.
+    pub recipients: Vec<String>,
+    /// The message in wire form, CRLF line endings, without dot-stuffing.
+    pub bytes: Vec<u8>,
+}
+
+/// Builds the message of `request`. `default_from` is the account
+/// address, used as sender when the request has no `from`, and
+/// `message_id_domain` is the right-hand side of generated Message-IDs.
+///
+/// Fails with [`RejectReason::InvalidConfig`] when either of them is
+/// invalid; other failures would mean that validation let an invalid
+/// request through.
+pub fn build(
+    request: &Request,
+    default_from: &str,
+    message_id_domain: &str,
+) -> Result<Built, Rejection> {
+    let from = match request.from() {
+        Some(from) => from.clone(),
+        None => Mailbox::from_address("default_from", default_from).map_err(config)?,
+    };
+    let message_id = message_id(request, message_id_domain)?;
+    let envelope = envelope(&from, request.recipients())?;
+
+    let builder = headers(request, &from, &message_id)?.envelope(envelope);
+    let message = match content(request)? {
+        Content::Single(part) => builder.singlepart(part),
+        Content::Multi(part) => builder.multipart(part),
+    };
+    let message = message.map_err(|err| internal(&format!("lettre: {err}")))?;
+
+    Ok(Built {
+        message_id,
+        envelope_from: from.address().to_owned(),
+        recipients: request.recipients().to_vec(),
+        bytes: message.formatted(),
+    })
+}
+
+fn config(rejection: Rejection) -> Rejection {
+    let field = rejection.field.unwrap_or_default();
+    let detail = format!("{field} is invalid: {}", rejection.detail);
+
+    Rejection::new(RejectReason::InvalidConfig, detail)
+}
+
+/// A failure that validation should have prevented.
+fn internal(what: &str) -> Rejection {
+    let detail = format!("building the message failed ({what}); the request passed validation");
+
+    Rejection::new(RejectReason::InvalidField, detail)
+}
+
+/// Returns the Message-ID of the request, or a new one made of 128
+/// random bits and `domain` (RFC 5322 section 3.6.4).
+fn message_id(request: &Request, domain: &str) -> Result<String, Rejection> {
+    if let Some(id) = request.message_id() {
+        return Ok(format!("<{id}>"));
+    }
+
+    let ascii = idna::domain_to_ascii_strict(domain)
+        .ok()
+        .filter(|ascii| !ascii.is_empty() && ascii.split('.').all(|label| !label.is_empty()));
+    let Some(ascii) = ascii else {
+        let detail = "message_id_domain is not a valid host name";
+        return Err(Rejection::new(RejectReason::InvalidConfig, detail));
+    };
+
+    Ok(format!("<{:032x}@{ascii}>", rand::random::<u128>()))
+}
+
+fn envelope(from: &Mailbox, recipients: &[String]) -> Result<Envelope, Rejection> {
+    let recipients = recipients
+        .iter()
+        .map(|address| lettre_address(address))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Envelope::new(Some(lettre_address(from.address())?), recipients)
+        .map_err(|err| internal(&format!("envelope: {err}")))
+}
+
+fn lettre_address(address: &str) -> Result<Address, Rejection> {
+    address
+        .parse()
+        .map_err(|err| Rejection::new(RejectReason::InvalidAddress, format!("lettre: {err}")))
+}
+
+/// Sets every header field except those of the MIME structure. `Date`
+/// is the time of the build.
+fn headers(
+    request: &Request,
+    from: &Mailbox,
+    message_id: &str,
+) -> Result<MessageBuilder, Rejection> {
+    let mut builder = Message::builder()
+        .date_now()
+        .raw_header(address_list("From", std::slice::from_ref(from))?);
+    for (name, list) in [
+        ("Reply-To", request.reply_to()),
+        ("To", request.to()),
+        ("Cc", request.cc()),
+    ] {
+        if !list.is_empty() {
+            builder = builder.raw_header(address_list(name, list)?);
+        }
+    }
+    if let Some(subject) = request.subject() {
+        builder = builder.raw_header(unstructured(
+            HeaderName::new_from_ascii_str("Subject"),
+            subject,
+        ));
+    }
+
+    builder = builder.message_id(Some(message_id.to_owned()));
+    if let Some(parent) = request.in_reply_to() {
+        builder = builder.in_reply_to(format!("<{parent}>"));
+    }
+    if !request.references().is_empty() {
+        let ids: Vec<String> = request
+            .references()
+            .iter()
+            .map(|id| format!("<{id}>"))
+            .collect();
+        builder = builder.references(ids.join(" "));
+    }
+
+    for header in request.headers() {
+        let name = HeaderName::new_from_ascii(header.name.clone())
+            .map_err(|_| internal("lettre rejected a header name"))?;
+        builder = builder.raw_header(unstructured(name, &header.value));
+    }
+
+    Ok(builder)
+}
+
+/// Writes an address list (RFC 5322 section 3.4). It does not use
+/// lettre's encoding, because lettre 0.11 encodes an ASCII display name
+/// with a comma as an encoded-word. Receivers that decode before
+/// splitting the list read that as two addresses, so a quoted-string is
+/// written instead.
+fn address_list(name: &'static str, mailboxes: &[Mailbox]) -> Result<HeaderValue, Rejection> {
+    let lettre_list = mailboxes
+        .iter()
+        .map(|mailbox| {
+            let address = lettre_address(mailbox.address())?;
+            Ok(lettre::message::Mailbox::new(
+                mailbox.name().map(str::to_owned),
+                address,
+            ))
+        })
+        .collect::<Result<Vec<_>, Rejection>>()?;
+    // lettre parses the raw value back to check the From header.
+    let raw = Mailboxes::from_iter(lettre_list).to_string();
+
+    let mut encoded = String::new();
+    let mut writer = EmailWriter::new(&mut encoded, name.len() + 2, 0, false);
+    for (index, mailbox) in mailboxes.iter().enumerate() {
+        if index > 0 {
+            write(writer.folding().write_char(','));
+            writer.space();
+        }
+        write_mailbox(&mut writer, mailbox);
+    }
+    drop(writer);
+
+    Ok(HeaderValue::dangerous_new_pre_encoded(
+        HeaderName::new_from_ascii_str(name),
+        raw,
+        encoded,
+    ))
+}
+
+/// Writes one mailbox. Every piece goes through the folding writer, so
+/// the line may break at the spaces between them and inside a name.
+fn write_mailbox(writer: &mut EmailWriter<'_>, mailbox: &Mailbox) {
+    let Some(name) = mailbox.name() else {
+        return write(writer.folding().write_str(mailbox.address()));
+    };
+
+    write_display_name(writer, name);
+    writer.space();
+    write(
+        writer
+            .folding()
+            .write_str(&format!("<{}>", mailbox.address())),
+    );
+}
+
+/// Writes a display name as atoms, as a quoted-string when it is ASCII
+/// with specials, or as RFC 2047 encoded-words otherwise: when it is not
+/// ASCII, contains `=?` or has a run too long to fold.
+fn write_display_name(writer: &mut EmailWriter<'_>, name: &str) {
+    if needs_encoded_words(name) {
+        write(rfc2047::encode(name, writer));
+    } else if is_phrase_of_atoms(name) {
+        write(writer.folding().write_str(name));
+    } else if name.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+        write(writer.folding().write_str(&format!("\"{escaped}\"")));
+    } else {
+        write(rfc2047::encode(name, writer));
+    }
+}
+
+/// True for names that RFC 5322 allows without quotes: atoms of `atext`
+/// separated by single spaces.
+fn is_phrase_of_atoms(name: &str) -> bool {
+    name.split(' ').all(|atom| {
+        !atom.is_empty()
+            && atom
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b))
+    })
+}
+
+/// Ignores the result of writing to a `String`, which cannot fail, so an
+/// error would be a bug in the encoder. Debug builds panic on it.
+fn write(result: std::fmt::Result) {
+    debug_assert!(result.is_ok(), "header encoder failed");
+}
+
+/// True when ASCII text must still become encoded-words: `=?` would be
+/// decoded as the start of one, and a long run cannot be folded.
+fn needs_encoded_words(text: &str) -> bool {
+    text.contains("=?") || text.split(' ').any(|word| word.len() > MAX_WORD)
+}
+
+/// Encodes an unstructured header value (RFC 5322 section 3.2.5). A
+/// value with a run longer than [`MAX_WORD`], or with `=?` that
+/// receivers would take for an encoded-word, becomes RFC 2047 words
+/// throughout.
+fn unstructured(name: HeaderName, value: &str) -> HeaderValue {
+    if !needs_encoded_words(value) {
+        return HeaderValue::new(name, value.to_owned());
+    }
+
+    let mut encoded = String::new();
+    let mut writer = EmailWriter::new(&mut encoded, name.len() + 2, 0, false);
+    write(rfc2047::encode(value, &mut writer));
+    drop(writer);
+
+    HeaderValue::dangerous_new_pre_encoded(name, value.to_owned(), encoded)
+}
+
+enum Content {
+    Single(SinglePart),
+    Multi(MultiPart),
+}
+
+fn push(multi: MultiPart, content: Content) -> MultiPart {
+    match content {
+        Content::Single(part) => multi.singlepart(part),
+        Content::Multi(part) => multi.multipart(part),
+    }
+}
+
+/// Lays out the MIME structure described in the module documentation.
+fn content(request: &Request) -> Result<Content, Rejection> {
+    let (inline, attached): (Vec<_>, Vec<_>) = request
+        .attachments()
+        .iter()
+        .partition(|attachment| attachment.content_id().is_some());
+
+    let html = request
+        .html()
+        .map(|html| html_content(html, &inline))
+        .transpose()?;
+    let text = request
+        .text()
+        .map(|text| text_part(ContentType::TEXT_PLAIN, text));
+    let main = match (text, html) {
+        (Some(text), Some(html)) => {
+            Content::Multi(push(MultiPart::alternative().singlepart(text), html))
+        }
+        (Some(text), None) => Content::Single(text),
+        (None, Some(html)) => html,
+        (None, None) => Content::Single(text_part(ContentType::TEXT_PLAIN, "")),
+    };
+    if attached.is_empty() {
+        return Ok(main);
+    }
+
+    let mut mixed = push(MultiPart::mixed().build(), main);
+    for attachment in attached {
+        mixed = mixed.singlepart(attachment_part(attachment)?);
+    }
+
+    Ok(Content::Multi(mixed))
+}
+
+fn html_content(html: &str, inline: &[&DecodedAttachment]) -> Result<Content, Rejection> {
+    let part = text_part(ContentType::TEXT_HTML, html);
+    if inline.is_empty() {
+        return Ok(Content::Single(part));
+    }
+
+    let mut related = MultiPart::related().singlepart(part);
+    for attachment in inline {
+        related = related.singlepart(attachment_part(attachment)?);
+    }
+
+    Ok(Content::Multi(related))
+}
+
+fn attachment_part(attachment: &DecodedAttachment) -> Result<SinglePart, Rejection> {
+    let content_type = ContentType::parse(attachment.content_type())
+        .map_err(|_| internal("lettre rejected a content type"))?;
+    let filename = attachment.filename().to_owned();
+    let kind = match attachment.content_id() {
+        Some(id) => Attachment::new_inline_with_name(id.to_owned(), filename),
+        None => Attachment::new(filename),
+    };
+    // NOTE: message/rfc822 parts get base64 too, which RFC 2046 section
+    // 5.2.1 forbids; common clients read them all the same.
+    let body = Body::new_with_encoding(
+        attachment.content().to_vec(),
+        ContentTransferEncoding::Base64,
+    )
+    .unwrap_or_else(Body::new);
+
+    Ok(kind.body(body, content_type))
+}
+
+fn text_part(content_type: ContentType, text: &str) -> SinglePart {
+    SinglePart::builder()
+        .header(content_type)
+        .body(text_body(text))
+}
+
+/// Encodes a text body: 7bit when every line is short printable ASCII
+/// that no relay would touch, quoted-printable when at most a third of
+/// the octets need escaping, base64 otherwise.
+fn text_body(text: &str) -> Body {
+    let lf = text.replace("\r\n", "\n").replace('\r', "\n");
+    let plain = lf.split('\n').all(|line| {
+        line.len() < 76
+            && !starts_unsafe(line)
+            && line
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    });
+    if plain {
+        return Body::new(lf);
+    }
+
+    let escaped = lf
+        .bytes()
+        .filter(|&b| b != b'\n' && b != b'\t' && !(b' '..=b'~').contains(&b))
+        .count();
+    if escaped > lf.len() / 3 {
+        return Body::new_with_encoding(lf, ContentTransferEncoding::Base64)
+            .unwrap_or_else(Body::new);
+    }
+
+    Body::dangerous_pre_encoded(
+        quoted_printable(&lf),
+        ContentTransferEncoding::QuotedPrintable,
+    )
+}
+
+fn starts_unsafe(line: &str) -> bool {
+    line.starts_with('.') || line.starts_with("From ")
+}
+
+/// Quoted-printable (RFC 2045 section 6.7) with CRLF line breaks, where
+/// a line starting with `.` or `From ` has its first octet escaped.
+fn quoted_printable(lf: &str) -> Vec<u8> {
+    let crlf = lf.replace('\n', "\r\n");
+    let options = quoted_printable::Options::default().line_length_limit(QP_LINE);
+    let encoded = quoted_printable::encode_with_options(crlf, options);
+
+    let lines: Vec<String> = encoded
+        .split("\r\n")
+        .map(|line| match line.as_bytes().first() {
+            Some(b'.') if starts_unsafe(line) => format!("=2E{}", &line[1..]),
+            Some(b'F') if starts_unsafe(line) => format!("=46{}", &line[1..]),
+            _ => line.to_owned(),
+        })
+        .collect();
+
+    lines.join("\r\n").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(text: &str) -> (ContentTransferEncoding, String) {
+        let body = text_body(text);
+        let encoding = body.encoding();
+
+        (encoding, String::from_utf8(body.into_vec()).unwrap())
+    }
+
+    #[test]
+    fn short_ascii_stays_7bit() {
+        let (encoding, wire) = encoded("Hello\r\nworld\rend\n");
+
+        assert_eq!(encoding, ContentTransferEncoding::SevenBit);
+        assert_eq!(wire, "Hello\r\nworld\r\nend\r\n");
+    }
+
+    #[test]
+    fn unsafe_text_is_quoted_printable() {
+        for text in [
+            ".dot",
+            "From me",
+            "tab\tand NUL\u{0}",
+            "Grüße aus Köln, bis morgen",
+            &"x".repeat(80),
+        ] {
+            assert_eq!(
+                encoded(text).0,
+                ContentTransferEncoding::QuotedPrintable,
+                "{text:?}"
+            );
+        }
+        assert_eq!(encoded("会議資料").0, ContentTransferEncoding::Base64);
+    }
+
+    #[test]
+    fn escaped_lines_stay_within_76() {
+        // Soft breaks put a dot at the start of a wrapped line too.
+        let text = format!("{}\n.x\nFrom y", ".".repeat(300));
+        let wire = String::from_utf8(quoted_printable(&text)).unwrap();
+
+        for line in wire.split("\r\n") {
+            assert!(line.len() <= 76, "{line}");
+            assert!(
+                !line.starts_with('.') && !line.starts_with("From "),
+                "{line}"
+            );
+        }
+        let decoded = ::quoted_printable::decode(&wire, ::quoted_printable::ParseMode::Strict);
+        assert_eq!(decoded.unwrap(), text.replace('\n', "\r\n").into_bytes());
+    }
+
+    #[test]
+    fn phrases_of_atoms() {
+        assert!(is_phrase_of_atoms("Bob Example"));
+        assert!(is_phrase_of_atoms("O'Brien"));
+        for name in ["Doe, John", "a  b", " lead", "Dr. Who", "\"q\"", "Jörg"] {
+            assert!(!is_phrase_of_atoms(name), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn long_runs_become_encoded_words() {
+        let value = format!("see {}", "y".repeat(MAX_WORD + 1));
+        let header = unstructured(HeaderName::new_from_ascii_str("Subject"), &value);
+        let mut headers = lettre::message::header::Headers::new();
+        headers.insert_raw(header);
+        let wire = headers.to_string();
+
+        assert!(wire.starts_with("Subject: =?utf-8?b?"), "{wire}");
+        assert!(wire.split("\r\n").all(|line| line.len() <= 78));
+    }
+}
