@@ -9,6 +9,7 @@
 //! at-least-once and the stable record key lets consumers drop repeats.
 
 mod amqp;
+pub mod consume;
 mod error;
 mod kafka;
 mod stdout;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use crate::config::{self, BrokerKind};
 
+pub use consume::{ConsumeError, Consumer, Delivery, Headers, Position, Source};
 pub use error::PublishError;
 
 /// Media type of every record.
@@ -152,6 +154,34 @@ impl Publisher {
             Sink::Kafka(sink) => sink.publish(batch).await,
             Sink::Amqp(sink) => sink.publish(batch).await,
             Sink::Stdout(sink) => sink.publish(batch).await,
+        }
+    }
+
+    /// Publishes `batch` like [`Publisher::publish`], each record with its
+    /// extra headers: Kafka record headers after `schema` and
+    /// `content-type`, or the AMQP message's headers table next to the
+    /// usual properties. Standard output leaves the headers out.
+    pub async fn publish_with_headers(
+        &self,
+        batch: &[(Record, Headers)],
+    ) -> Result<(), PublishError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+
+        match self.sink.as_ref() {
+            Sink::Kafka(sink) => sink.publish(batch).await,
+            Sink::Amqp(sink) => sink.publish(batch).await,
+            Sink::Stdout(sink) => sink.publish(batch).await,
+        }
+    }
+
+    /// Largest payload one record may carry, when the broker has a limit
+    /// that a mail document can reach: Kafka's `message.max.bytes`.
+    pub fn max_payload_bytes(&self) -> Option<usize> {
+        match self.sink.as_ref() {
+            Sink::Kafka(sink) => Some(sink.max_payload_bytes()),
+            Sink::Amqp(_) | Sink::Stdout(_) => None,
         }
     }
 

@@ -6,7 +6,8 @@ use std::io;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::{PublishError, Record};
+use super::PublishError;
+use super::consume::Outgoing;
 
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
@@ -28,8 +29,9 @@ impl Sink {
         }
     }
 
-    /// Writes one line per record and flushes.
-    pub(crate) async fn publish(&self, batch: &[Record]) -> Result<(), PublishError> {
+    /// Writes one line per record and flushes. Extra headers have no place
+    /// in JSON Lines, so they are left out.
+    pub(crate) async fn publish<T: Outgoing>(&self, batch: &[T]) -> Result<(), PublishError> {
         let lines = json_lines(batch);
 
         let mut out = self.out.lock().await;
@@ -51,11 +53,14 @@ impl Sink {
 /// can only be insignificant whitespace in valid JSON, because strings
 /// must escape control characters (RFC 8259 section 7), so replacing it
 /// with a space keeps each document intact and on one line.
-fn json_lines(batch: &[Record]) -> Vec<u8> {
-    let size = batch.iter().map(|record| record.payload.len() + 1).sum();
+fn json_lines<T: Outgoing>(batch: &[T]) -> Vec<u8> {
+    let size = batch
+        .iter()
+        .map(|item| item.record().payload.len() + 1)
+        .sum();
     let mut lines = Vec::with_capacity(size);
-    for record in batch {
-        let line = record.payload.iter().map(|&byte| match byte {
+    for item in batch {
+        let line = item.record().payload.iter().map(|&byte| match byte {
             b'\n' | b'\r' => b' ',
             other => other,
         });
@@ -76,6 +81,7 @@ fn write_error(err: io::Error) -> PublishError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::Record;
 
     fn record(payload: &str) -> Record {
         Record {

@@ -147,7 +147,12 @@ struct Target {
 /// Reads one `[inbound.NAME]` table.
 pub(crate) fn read(mut table: Table<'_>, refs: &Refs) -> Option<Inbound> {
     let account = refs.account(&mut table, Protocol::Imap);
-    let mailboxes = table.get_checked("mailboxes", |names: &Vec<String>| check_mailboxes(names));
+    let mailboxes = table
+        .get::<Vec<String>>("mailboxes")
+        .map(|names| names.iter().map(|name| canonical_mailbox(name)).collect());
+    let mailboxes = table.check("mailboxes", mailboxes, |names: &Vec<String>| {
+        check_mailboxes(names)
+    });
     let mailboxes = mailboxes.unwrap_or_else(|| vec!["INBOX".to_owned()]);
     let broker = refs.broker(&mut table, false);
     let target = read_target(&mut table, &broker);
@@ -239,6 +244,16 @@ fn read_declare(table: &mut Table<'_>, broker: &BrokerRef, exchange: Option<&str
     table.get::<bool>("declare").unwrap_or(false)
 }
 
+/// Returns the name the server uses: `INBOX` is the one mailbox name that
+/// IMAP compares without regard to case (RFC 3501 section 5.1), so
+/// `inbox` and `Inbox` name it too.
+pub(crate) fn canonical_mailbox(name: &str) -> String {
+    match name.eq_ignore_ascii_case("INBOX") {
+        true => "INBOX".to_owned(),
+        false => name.to_owned(),
+    }
+}
+
 fn check_mailboxes(names: &[String]) -> Result<(), Invalid> {
     if names.is_empty() {
         return Err(
@@ -326,7 +341,10 @@ fn read_move_to(
     }
 
     table.required_for("move_to", "by after_publish = \"move\"");
-    table.get_checked("move_to", |target: &String| {
+    let target = table
+        .get::<String>("move_to")
+        .map(|name| canonical_mailbox(&name));
+    table.check("move_to", target, |target: &String| {
         match mailboxes.contains(target) {
             // A moved mail would show up as new in the watched mailbox again.
             true => Err(Invalid::new("is one of the watched mailboxes")),

@@ -211,9 +211,21 @@ impl<'a> Table<'a> {
         key: &str,
         check: impl FnOnce(&T) -> Result<(), Invalid>,
     ) -> Option<T> {
-        let parsed = self.get::<T>(key)?;
-        match check(&parsed) {
-            Ok(()) => Some(parsed),
+        let parsed = self.get::<T>(key);
+        self.check(key, parsed, check)
+    }
+
+    /// Checks `value`, read from `key` and possibly normalised since, and
+    /// records a problem with `key` when the check fails.
+    pub(crate) fn check<T>(
+        &mut self,
+        key: &str,
+        value: Option<T>,
+        check: impl FnOnce(&T) -> Result<(), Invalid>,
+    ) -> Option<T> {
+        let value = value?;
+        match check(&value) {
+            Ok(()) => Some(value),
             Err(invalid) => {
                 self.reject(key, invalid);
                 None

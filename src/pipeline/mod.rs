@@ -2,6 +2,7 @@
 //! acknowledge-after-success order.
 //!
 //! - [`inbound`] watches one mailbox and publishes its mail in batches.
+//! - [`outbound`] consumes send requests and submits them over SMTP.
 //! - [`runner`] builds every pipeline of the configuration and drains
 //!   them on shutdown.
 //! - [`checkpoint`] keeps each mailbox's position in the state directory.
@@ -10,4 +11,5 @@
 pub mod backoff;
 pub mod checkpoint;
 pub mod inbound;
+pub mod outbound;
 pub mod runner;

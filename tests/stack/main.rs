@@ -9,6 +9,7 @@ mod support;
 
 mod amqp;
 mod authorize;
+mod consume;
 mod imap;
 mod imap_session;
 mod inbound;

@@ -303,6 +303,13 @@ impl Inner {
     ) -> Result<AccessToken, ProviderError> {
         self.sync_store(cache).await?;
         if let Some(token) = cache.usable(SystemTime::now(), rejected) {
+            // A token file written by a new sign-in ends the marking.
+            if cache
+                .refresh_token()
+                .is_some_and(|(_, refresh)| cache.rejected.as_ref() != Some(&refresh))
+            {
+                self.clear_needs_authorization();
+            }
             return Ok(token);
         }
         let Some((tokens, refresh_token)) = cache.refresh_token() else {

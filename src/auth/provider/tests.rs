@@ -327,6 +327,34 @@ async fn provider_without_refresh_token_names_command() {
 }
 
 #[tokio::test]
+async fn new_sign_in_clears_the_marking() {
+    let directory = tempfile::tempdir().unwrap();
+    let state = State {
+        directory: directory.path().to_path_buf(),
+    };
+    let provider = TokenProvider::new("support", &account(Grant::AuthorizationCode), &state)
+        .expect("provider without a token file");
+    assert!(provider.needs_authorization());
+
+    let update = TokenUpdate {
+        access_token: AccessToken::new("AT-new"),
+        expires_in: Some(Duration::from_secs(3600)),
+        refresh_token: Some(RefreshToken::new("RT-new")),
+        scopes: None,
+    };
+    let token_url = provider.preset().token_url.clone();
+    let tokens = StoredTokens::authorized(token_url, update, SystemTime::now());
+    TokenStore::new(&state).save("support", &tokens).unwrap();
+
+    let token = provider
+        .access_token()
+        .await
+        .expect("token of the new sign-in");
+    assert_eq!(token, AccessToken::new("AT-new"));
+    assert!(!provider.needs_authorization());
+}
+
+#[tokio::test]
 async fn provider_rejects_tokens_of_other_endpoint() {
     let directory = tempfile::tempdir().unwrap();
     let state = State {

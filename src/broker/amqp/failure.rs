@@ -89,7 +89,9 @@ pub(super) fn unroutable_fix(route: &Route) -> String {
     }
 }
 
-fn soft_error(err: &lapin::Error) -> Option<AMQPSoftError> {
+/// Returns the AMQP 0-9-1 reply code of a channel-level error, when the
+/// server closed the channel with one.
+pub(in crate::broker) fn soft_error(err: &lapin::Error) -> Option<AMQPSoftError> {
     match err {
         lapin::Error::ProtocolError(amqp) => match amqp.kind() {
             AMQPErrorKind::Soft(soft) => Some(soft.clone()),

@@ -6,8 +6,8 @@
 //! connection or a channel the server closed is replaced on the next
 //! publish.
 
-mod failure;
-mod server;
+pub(super) mod failure;
+pub(super) mod server;
 
 use std::time::Duration;
 
@@ -16,10 +16,11 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
 };
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionState, ExchangeKind};
 use tokio::sync::Mutex;
 
+use super::consume::Outgoing;
 use super::{CONTENT_TYPE, PublishError, Record, Target};
 use crate::config::Amqp;
 use failure::{declare_failure, publish_failure, unroutable_fix};
@@ -30,6 +31,10 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
+
+/// Maximum length in bytes of an AMQP short string, such as a header name
+/// (AMQP 0-9-1 section 4.2.5.3).
+const SHORT_STRING_MAX: usize = 255;
 
 /// Exchange and routing key of every message.
 pub(crate) struct Route {
@@ -95,7 +100,7 @@ impl Sink {
     }
 
     /// Publishes every record of `batch`, then waits for all confirms.
-    pub(crate) async fn publish(&self, batch: &[Record]) -> Result<(), PublishError> {
+    pub(crate) async fn publish<T: Outgoing>(&self, batch: &[T]) -> Result<(), PublishError> {
         match tokio::time::timeout(PUBLISH_TIMEOUT, self.publish_confirmed(batch)).await {
             Ok(result) => result,
             Err(_elapsed) => {
@@ -135,7 +140,7 @@ impl Sink {
         }
     }
 
-    async fn publish_confirmed(&self, batch: &[Record]) -> Result<(), PublishError> {
+    async fn publish_confirmed<T: Outgoing>(&self, batch: &[T]) -> Result<(), PublishError> {
         let confirms = self.send(batch).await?;
         let confirmations = join_all(confirms).await;
 
@@ -150,7 +155,9 @@ impl Sink {
 
     /// Sends the batch's messages without waiting for confirms, on a
     /// channel opened again if the previous one was lost.
-    async fn send(&self, batch: &[Record]) -> Result<Vec<PublisherConfirm>, PublishError> {
+    async fn send<T: Outgoing>(&self, batch: &[T]) -> Result<Vec<PublisherConfirm>, PublishError> {
+        self.check_header_names(batch)?;
+
         let mut session = self.session.lock().await;
         let channel = self.ready_channel(&mut session).await?;
         let options = BasicPublishOptions {
@@ -159,14 +166,14 @@ impl Sink {
         };
 
         let mut confirms = Vec::with_capacity(batch.len());
-        for record in batch {
+        for item in batch {
             let confirm = channel
                 .basic_publish(
                     &self.route.exchange,
                     &self.route.routing_key,
                     options,
-                    &record.payload,
-                    properties(record),
+                    &item.record().payload,
+                    properties(item.record(), item.headers()),
                 )
                 .await
                 .map_err(|err| self.publish_error(&err))?;
@@ -174,6 +181,29 @@ impl Sink {
         }
 
         Ok(confirms)
+    }
+
+    /// Rejects the batch before anything is sent when a header name does
+    /// not fit an AMQP short string, which a retry cannot change.
+    fn check_header_names<T: Outgoing>(&self, batch: &[T]) -> Result<(), PublishError> {
+        let names = batch.iter().flat_map(|item| item.headers());
+        let Some((name, _)) = names
+            .into_iter()
+            .find(|(name, _)| name.len() > SHORT_STRING_MAX)
+        else {
+            return Ok(());
+        };
+
+        Err(PublishError::Publish {
+            broker: self.broker.clone(),
+            destination: self.destination.clone(),
+            reason: format!(
+                "header name of {} bytes is longer than the {SHORT_STRING_MAX} bytes AMQP allows",
+                name.len()
+            ),
+            fix: Some("use a shorter header name".to_owned()),
+            transient: false,
+        })
     }
 
     /// Returns the open channel, or reconnects: a new channel when only
@@ -365,12 +395,23 @@ impl Sink {
 }
 
 /// Message properties: persistent, JSON, `message_id` = document id and
-/// `type` = schema name.
-fn properties(record: &Record) -> BasicProperties {
-    BasicProperties::default()
+/// `type` = schema name, plus a headers table when there are extra
+/// headers.
+fn properties(record: &Record, headers: &[(String, String)]) -> BasicProperties {
+    let properties = BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
         .with_content_type(CONTENT_TYPE.into())
         .with_message_id(record.key.as_str().into())
         .with_type(record.schema.into())
-        .with_app_id("mailbridge".into())
+        .with_app_id("mailbridge".into());
+    if headers.is_empty() {
+        return properties;
+    }
+
+    let mut table = FieldTable::default();
+    for (name, value) in headers {
+        let value = AMQPValue::LongString(LongString::from(value.as_str()));
+        table.insert(ShortString::from(name.as_str()), value);
+    }
+    properties.with_headers(table)
 }

@@ -22,18 +22,18 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connection settings of an AMQP server. They contain the password, so
 /// the type has no Debug on purpose.
-pub(super) struct Server {
+pub(in crate::broker) struct Server {
     uri: AMQPUri,
     tls: Option<Arc<rustls::ClientConfig>>,
     /// Host without IPv6 brackets, as TCP and TLS take it.
-    pub(super) host: String,
-    pub(super) port: u16,
-    pub(super) vhost: String,
+    pub(in crate::broker) host: String,
+    pub(in crate::broker) port: u16,
+    pub(in crate::broker) vhost: String,
 }
 
 impl Server {
     /// Reads the `url` and `ca_file` of broker `broker`.
-    pub(super) fn new(broker: &str, amqp: &Amqp) -> Result<Self, PublishError> {
+    pub(in crate::broker) fn new(broker: &str, amqp: &Amqp) -> Result<Self, PublishError> {
         let text = amqp.url.expose();
         let invalid = |reason: String| PublishError::Config {
             broker: broker.to_owned(),
@@ -67,7 +67,7 @@ impl Server {
     }
 
     /// Returns `host:port`, with an IPv6 address in brackets.
-    pub(super) fn address(&self) -> String {
+    pub(in crate::broker) fn address(&self) -> String {
         match self.host.contains(':') {
             true => format!("[{}]:{}", self.host, self.port),
             false => format!("{}:{}", self.host, self.port),
@@ -75,7 +75,7 @@ impl Server {
     }
 
     /// Opens a connection, over TLS for `amqps://`.
-    pub(super) async fn open(&self, broker: &str) -> Result<Connection, PublishError> {
+    pub(in crate::broker) async fn open(&self, broker: &str) -> Result<Connection, PublishError> {
         let name = format!("mailbridge {broker}");
         let properties = ConnectionProperties::default().with_connection_name(name.into());
         let handshake = handshake(self.tls.clone(), self.host.clone(), self.port);
@@ -95,7 +95,7 @@ impl Server {
     }
 
     /// Removes the password from a message of lapin or the server.
-    pub(super) fn redact(&self, text: &str) -> String {
+    pub(in crate::broker) fn redact(&self, text: &str) -> String {
         redact(text, [self.uri.authority.userinfo.password.as_str()])
     }
 

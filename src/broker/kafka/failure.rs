@@ -25,7 +25,7 @@ pub(crate) fn classify(code: RDKafkaErrorCode) -> Failure {
         }
         RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize => permanent(
             "raise message.max.bytes in the broker's properties and max.message.bytes of \
-             the topic, or include fewer attachment bytes in the document",
+             the topic, or lower the pipeline's max_message_bytes and attachment_bytes",
         ),
         RDKafkaErrorCode::TopicAuthorizationFailed
         | RDKafkaErrorCode::ClusterAuthorizationFailed => {

@@ -5,9 +5,9 @@
 //! of each partition in order and without duplicates across librdkafka's
 //! internal retries.
 
-mod context;
-mod failure;
-mod settings;
+pub(super) mod context;
+pub(super) mod failure;
+pub(super) mod settings;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,7 +19,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer a
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::time::Instant;
 
-use super::{CONTENT_TYPE, PublishError, Record, Target};
+use super::consume::Outgoing;
+use super::{CONTENT_TYPE, PublishError, Target};
 use crate::config::Kafka;
 use context::Context;
 use failure::classify;
@@ -54,6 +55,11 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
+    /// Largest payload one record may carry.
+    pub(crate) fn max_payload_bytes(&self) -> usize {
+        self.settings.max_payload_bytes
+    }
+
     /// Creates the producer and fetches the topic's metadata.
     pub(crate) async fn connect(
         broker: &str,
@@ -80,7 +86,7 @@ impl Sink {
     }
 
     /// Enqueues every record of `batch`, then waits for all delivery reports.
-    pub(crate) async fn publish(&self, batch: &[Record]) -> Result<(), PublishError> {
+    pub(crate) async fn publish<T: Outgoing>(&self, batch: &[T]) -> Result<(), PublishError> {
         let producer = self.producer();
         let timeout = self.settings.message_timeout;
         let deadline = Instant::now() + timeout.unwrap_or(DEFAULT_MESSAGE_TIMEOUT);
@@ -173,10 +179,10 @@ impl Sink {
 
     /// Enqueues the records in order. librdkafka's queue bounds the records
     /// in flight; when it is full, this waits until `deadline`.
-    async fn enqueue(
+    async fn enqueue<T: Outgoing>(
         &self,
         producer: &Producer,
-        batch: &[Record],
+        batch: &[T],
         deadline: Instant,
     ) -> Result<Vec<DeliveryFuture>, PublishError> {
         let mut deliveries = Vec::with_capacity(batch.len());
@@ -307,9 +313,10 @@ fn create(broker: &str, settings: &Settings) -> Result<Producer, PublishError> {
 }
 
 /// Builds the Kafka record: key = document id, plus the schema and
-/// content-type headers.
-fn kafka_record<'a>(topic: &'a str, record: &'a Record) -> FutureRecord<'a, str, [u8]> {
-    let headers = OwnedHeaders::new_with_capacity(2)
+/// content-type headers and then the extra headers.
+fn kafka_record<'a>(topic: &'a str, item: &'a impl Outgoing) -> FutureRecord<'a, str, [u8]> {
+    let (record, extra) = (item.record(), item.headers());
+    let mut headers = OwnedHeaders::new_with_capacity(2 + extra.len())
         .insert(Header {
             key: "schema",
             value: Some(record.schema),
@@ -318,6 +325,12 @@ fn kafka_record<'a>(topic: &'a str, record: &'a Record) -> FutureRecord<'a, str,
             key: "content-type",
             value: Some(CONTENT_TYPE),
         });
+    for (name, value) in extra {
+        headers = headers.insert(Header {
+            key: name.as_str(),
+            value: Some(value.as_str()),
+        });
+    }
 
     FutureRecord::to(topic)
         .key(record.key.as_str())

@@ -42,8 +42,17 @@ pub(crate) struct Settings {
     pub(crate) config: ClientConfig,
     /// How long librdkafka tries to deliver a record; `None` without limit.
     pub(crate) message_timeout: Option<Duration>,
+    /// Largest payload a record may carry: `message.max.bytes` (librdkafka
+    /// default 1000000) less room for the key and headers.
+    pub(crate) max_payload_bytes: usize,
     secrets: Vec<String>,
 }
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// Room left in a record for its key, headers and framing.
+const RECORD_OVERHEAD: usize = 4096;
 
 impl Settings {
     /// Builds the producer configuration of broker `broker`.
@@ -65,8 +74,13 @@ impl Settings {
         }
         config.set("enable.idempotence", "true").set("acks", "all");
 
+        let message_max = config
+            .get("message.max.bytes")
+            .and_then(|value| value.trim().parse::<usize>().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
         Ok(Self {
             message_timeout: message_timeout(&config),
+            max_payload_bytes: message_max.saturating_sub(RECORD_OVERHEAD),
             secrets: secret_values(kafka),
             config,
         })
@@ -75,17 +89,10 @@ impl Settings {
     /// Turns a producer creation error into a configuration error without
     /// the value of any secret property.
     pub(crate) fn creation_error(&self, broker: &str, err: &KafkaError) -> PublishError {
-        let reason = match err {
-            KafkaError::ClientConfig(_, description, name, _) => {
-                format!("property {name}: {}", self.redact(description))
-            }
-            other => self.redact(&other.to_string()),
-        };
-
         PublishError::Config {
             broker: broker.to_owned(),
-            reason,
-            fix: "correct the property in the broker's properties table".to_owned(),
+            reason: creation_reason(err, |text| self.redact(text)),
+            fix: CREATION_FIX.to_owned(),
         }
     }
 
@@ -134,6 +141,20 @@ fn check(broker: &str, name: &str, value: &Property) -> Result<(), PublishError>
     Ok(())
 }
 
+/// Change that fixes a client creation error.
+pub(crate) const CREATION_FIX: &str = "correct the property in the broker's properties table";
+
+/// Describes a client creation error, which names the rejected property,
+/// after `redact` removed the values of secret properties from it.
+pub(crate) fn creation_reason(err: &KafkaError, redact: impl Fn(&str) -> String) -> String {
+    match err {
+        KafkaError::ClientConfig(_, description, name, _) => {
+            format!("property {name}: {}", redact(description))
+        }
+        other => redact(&other.to_string()),
+    }
+}
+
 fn is_timeout(name: &str) -> bool {
     TIMEOUT_NAMES.contains(&name.to_ascii_lowercase().as_str())
 }
@@ -149,7 +170,8 @@ fn message_timeout(config: &ClientConfig) -> Option<Duration> {
     (millis > 0).then(|| Duration::from_millis(millis))
 }
 
-fn secret_values(kafka: &Kafka) -> Vec<String> {
+/// Returns the values of the secret properties, for redaction.
+pub(crate) fn secret_values(kafka: &Kafka) -> Vec<String> {
     kafka
         .properties
         .values()

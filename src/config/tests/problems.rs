@@ -658,3 +658,42 @@ fn dead_letter_required() {
         Ok(())
     });
 }
+
+#[test]
+fn inbox_matched_without_case() {
+    jail(|jail| {
+        let toml = base_with(
+            "topic = \"mail.inbound\"",
+            "topic = \"mail.inbound\"\nmailboxes = [\"inbox\", \"Archive\"]\n\
+             after_publish = \"move\"\nmove_to = \"Inbox\"",
+        );
+
+        let problems = problems(load_toml(jail, &toml));
+
+        assert_eq!(
+            problem(&problems, "inbound.tickets.move_to").reason,
+            "is one of the watched mailboxes"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn inbox_listed_twice_in_other_case() {
+    jail(|jail| {
+        let toml = base_with(
+            "topic = \"mail.inbound\"",
+            "topic = \"mail.inbound\"\nmailboxes = [\"INBOX\", \"Inbox\"]",
+        );
+
+        let problems = problems(load_toml(jail, &toml));
+
+        let mailboxes = problem(&problems, "inbound.tickets.mailboxes");
+        assert!(
+            mailboxes.reason.contains("listed twice"),
+            "{}",
+            mailboxes.reason
+        );
+        Ok(())
+    });
+}

@@ -11,7 +11,9 @@ use super::{MailboxWatch, WatchError};
 use crate::broker::Record;
 use crate::config::AfterPublish;
 use crate::imap::{Fetched, PostProcess, Session};
-use crate::mail::{self, FetchedMail, INBOUND_SCHEMA, InboundMail, WarningCode};
+use crate::mail::{
+    self, DocumentOptions, FetchedMail, INBOUND_SCHEMA, InboundMail, Warning, WarningCode,
+};
 use crate::pipeline::backoff::Backoff;
 use crate::pipeline::checkpoint::{Checkpoint, Filter};
 
@@ -145,7 +147,7 @@ impl MailboxWatch {
             }
             documents.records.push(Record {
                 key: document.id.clone(),
-                payload: document.to_json(),
+                payload: self.payload(mail, uidvalidity, &document),
                 schema: INBOUND_SCHEMA,
             });
             documents.keys.push(key);
@@ -153,8 +155,40 @@ impl MailboxWatch {
         documents
     }
 
-    fn document(&self, fetched: &Fetched, uidvalidity: u32) -> InboundMail {
-        let mail = FetchedMail {
+    /// Returns the document's JSON, or the JSON of its metadata alone when
+    /// the whole document is larger than one broker record may be, which
+    /// would otherwise stop the mailbox at this mail.
+    fn payload(&self, fetched: &Fetched, uidvalidity: u32, document: &InboundMail) -> Vec<u8> {
+        let payload = document.to_json();
+        let Some(limit) = self.shared.publisher.max_payload_bytes() else {
+            return payload;
+        };
+        if payload.len() <= limit {
+            return payload;
+        }
+        warn!(
+            pipeline = %self.shared.pipeline, mailbox = %self.mailbox, uid = fetched.uid,
+            document_bytes = payload.len(), limit_bytes = limit,
+            "Document larger than the broker's record limit; publishing its metadata only"
+        );
+        let options = DocumentOptions {
+            max_message_bytes: 0,
+            ..self.options.clone()
+        };
+        let mut truncated = mail::build(&self.fetched_mail(fetched, uidvalidity), &options);
+        let reason = format!(
+            "the document of {} bytes exceeds the broker's record limit of {limit} bytes \
+             (message.max.bytes)",
+            payload.len()
+        );
+        truncated
+            .warnings
+            .push(Warning::new(WarningCode::MessageTruncated, reason));
+        truncated.to_json()
+    }
+
+    fn fetched_mail<'a>(&'a self, fetched: &'a Fetched, uidvalidity: u32) -> FetchedMail<'a> {
+        FetchedMail {
             account: self.account(),
             mailbox: &self.mailbox,
             uidvalidity,
@@ -163,8 +197,11 @@ impl MailboxWatch {
             received_at: fetched.internal_date,
             size: fetched.size,
             raw: &fetched.body,
-        };
-        mail::build(&mail, &self.options)
+        }
+    }
+
+    fn document(&self, fetched: &Fetched, uidvalidity: u32) -> InboundMail {
+        mail::build(&self.fetched_mail(fetched, uidvalidity), &self.options)
     }
 
     /// Returns the UIDs to post-process. With `delete`, a mail whose

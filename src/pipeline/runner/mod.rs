@@ -9,14 +9,16 @@ use std::time::Duration;
 use prometheus::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 mod inbound;
+mod outbound;
 
 use crate::auth::{ProviderError, ProviderSettings, TokenProvider};
 use crate::config::Config;
 use crate::imap::ImapError;
-use crate::telemetry::{InboundMetrics, Metrics, Readiness, http};
+use crate::smtp::transport::SmtpError;
+use crate::telemetry::{InboundMetrics, Metrics, OutboundMetrics, Readiness, http};
 
 /// Time the pipelines get to finish their batches after a stop signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,6 +42,9 @@ pub enum RunError {
     /// An account has no usable IMAP settings.
     #[error(transparent)]
     Imap(#[from] ImapError),
+    /// An account has no usable SMTP settings.
+    #[error(transparent)]
+    Smtp(#[from] SmtpError),
     /// The metrics could not be registered.
     #[error("failed to register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -50,6 +55,7 @@ struct Context {
     registry: Registry,
     metrics: Metrics,
     inbound: InboundMetrics,
+    outbound: OutboundMetrics,
     readiness: Readiness,
     shutdown: watch::Receiver<bool>,
 }
@@ -60,6 +66,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let cx = Context {
         metrics: Metrics::new(&registry)?,
         inbound: InboundMetrics::new(&registry)?,
+        outbound: OutboundMetrics::new(&registry)?,
         registry,
         readiness: Readiness::default(),
         shutdown,
@@ -74,8 +81,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         let pipeline = inbound::start(&config, &cx, &providers, name, inbound)?;
         tasks.spawn(pipeline);
     }
-    for name in config.outbound.keys() {
-        warn!(pipeline = %name, "Outbound pipelines are not supported by this build; skipping");
+    for (name, outbound) in &config.outbound {
+        let tokens = providers[&outbound.account].clone();
+        tasks.spawn(outbound::start(&config, &cx, tokens, name, outbound)?);
     }
     tasks.spawn(watch_accounts(
         providers,
@@ -88,7 +96,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         cx.readiness.clone(),
         stopped(cx.shutdown.clone()),
     ));
-    info!(metrics = %address, pipelines = config.inbound.len(), "mailbridge started");
+    info!(
+        metrics = %address, inbound = config.inbound.len(), outbound = config.outbound.len(),
+        "mailbridge started"
+    );
 
     stopped(cx.shutdown.clone()).await;
     drain(tasks).await;
@@ -117,19 +128,21 @@ fn token_providers(
     cx: &Context,
 ) -> Result<BTreeMap<String, TokenProvider>, RunError> {
     let mut providers = BTreeMap::new();
-    for inbound in config.inbound.values() {
-        if providers.contains_key(&inbound.account) {
+    let inbound = config.inbound.values().map(|inbound| &inbound.account);
+    let outbound = config.outbound.values().map(|outbound| &outbound.account);
+    for name in inbound.chain(outbound) {
+        if providers.contains_key(name) {
             continue;
         }
-        let account = &config.accounts[&inbound.account];
+        let account = &config.accounts[name];
         let provider = TokenProvider::with_metrics(
-            &inbound.account,
+            name,
             account,
             &config.state,
             ProviderSettings::default(),
             cx.metrics.clone(),
         )?;
-        providers.insert(inbound.account.clone(), provider);
+        providers.insert(name.clone(), provider);
     }
     Ok(providers)
 }

@@ -761,3 +761,36 @@ async fn inbound_expired_token_recovers_by_one_refresh_in_sequence() {
     assert_eq!(refreshes, Some(1.0), "one forced refresh");
     setup.assert_log_has_no_token();
 }
+
+#[tokio::test]
+async fn inbound_document_over_kafka_limit_is_truncated() {
+    let setup = Setup::new("inbound-large");
+    let topic = unique("large.kafka");
+    create_topic(&topic).await;
+    let pipeline = format!(
+        "[inbound.kafka]\naccount = \"watched\"\nbroker = \"kafka\"\ntopic = \"{topic}\"\n"
+    );
+    setup.prepare(&pipeline).await;
+    let line = "A line of a long report that goes on and on.\r\n";
+    let mut large = mail(&unique("large"), "large report");
+    large.extend(line.repeat(1_500_000 / line.len()).into_bytes());
+    append(&setup.user, "INBOX", &large).await;
+    append(&setup.user, "INBOX", &mail(&unique("small"), "small one")).await;
+
+    let bridge = setup.start();
+    let records = kafka_records(&topic, 2, PATIENCE).await;
+    bridge.stop().await;
+
+    assert_eq!(records.len(), 2, "log:\n{}", setup.log());
+    let document = &records[0].document;
+    assert_eq!(document["subject"], "large report");
+    assert_eq!(document["truncated"], true);
+    assert!(document["text"].is_null());
+    assert!(
+        document["warnings"].to_string().contains("record limit"),
+        "{}",
+        document["warnings"]
+    );
+    assert_eq!(records[1].document["subject"], "small one");
+    assert_eq!(records[1].document["truncated"], false);
+}

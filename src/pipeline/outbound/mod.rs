@@ -1,0 +1,152 @@
+//! An outbound pipeline: consume send requests, send each over SMTP, and
+//! finish it (commit the Kafka offset, ack the AMQP message) only after
+//! the server accepted it or it went to the dead-letter target.
+//!
+//! Up to `max_in_flight` requests are handled at once. Kafka commits an
+//! offset only when every earlier offset of its partition is finished,
+//! so a crash repeats requests and never skips one.
+
+mod outcome;
+mod send;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use super::backoff::Backoff;
+use crate::broker::Publisher;
+use crate::broker::{Consumer, Delivery, Source};
+use crate::config::{Broker, Outbound};
+use crate::smtp::transport::Sender;
+use crate::telemetry::{OutboundMetrics, Readiness};
+
+pub use outcome::Outcome;
+
+/// Everything the requests of one pipeline share.
+#[derive(Clone)]
+pub struct Shared {
+    /// Name of the outbound pipeline.
+    pub pipeline: String,
+    pub settings: Arc<Outbound>,
+    /// Address of the sending account, the default `From`.
+    pub address: String,
+    pub sender: Sender,
+    /// Publisher of the dead-letter target, when configured.
+    pub dead_letter: Option<Publisher>,
+    /// Publisher of the status target, when configured.
+    pub status: Option<Publisher>,
+    pub metrics: OutboundMetrics,
+    pub readiness: Readiness,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A configured outbound pipeline before its consumer is connected.
+pub struct OutboundPipeline {
+    pub shared: Shared,
+    pub broker_name: String,
+    pub broker: Broker,
+    pub source: Source,
+}
+
+impl OutboundPipeline {
+    fn component(&self) -> String {
+        format!("outbound/{}", self.shared.pipeline)
+    }
+
+    /// Consumes and sends until shutdown, reconnecting the consumer after
+    /// failures.
+    pub async fn run(self) {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let in_flight = Arc::new(Semaphore::new(self.shared.settings.max_in_flight.get()));
+        self.shared
+            .readiness
+            .not_ready(&self.component(), "connecting to the broker");
+        while !*self.shared.shutdown.borrow() {
+            let result = self.consume(&in_flight, &mut backoff).await;
+            let Err(err) = result else { break };
+            let delay = backoff.next_delay();
+            warn!(
+                pipeline = %self.shared.pipeline, broker = %self.broker_name, error = %err,
+                retry_in_ms = delay.as_millis() as u64,
+                "Consumer failed; reconnecting"
+            );
+            self.shared.readiness.not_ready(&self.component(), err);
+            sleep_unless_stopped(&self.shared.shutdown, delay).await;
+        }
+        info!(pipeline = %self.shared.pipeline, "Outbound pipeline stopped");
+    }
+
+    /// One consumer session; `Ok` on shutdown.
+    async fn consume(
+        &self,
+        in_flight: &Arc<Semaphore>,
+        backoff: &mut Backoff,
+    ) -> Result<(), String> {
+        let mut consumer = Consumer::connect(&self.broker_name, &self.broker, self.source.clone())
+            .await
+            .map_err(|err| err.to_string())?;
+        self.shared.readiness.ready(&self.component());
+        info!(pipeline = %self.shared.pipeline, source = ?self.source, "Consuming send requests");
+        let mut tasks = JoinSet::new();
+        let mut shutdown = self.shared.shutdown.clone();
+        let result = loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(in_flight).acquire_owned() => permit.expect("semaphore open"),
+                _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
+            };
+            let delivery = tokio::select! {
+                delivery = consumer.next() => delivery,
+                _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
+            };
+            match delivery {
+                Some(Ok(delivery)) => {
+                    backoff.reset();
+                    let shared = self.shared.clone();
+                    tasks.spawn(async move {
+                        handle(shared, delivery).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(err)) => break Err(err.to_string()),
+                None => break Ok(()),
+            }
+            while tasks.try_join_next().is_some() {}
+        };
+        // Requests in flight finish, or are released on shutdown, before
+        // the consumer commits and closes.
+        while tasks.join_next().await.is_some() {}
+        consumer.close().await;
+
+        result
+    }
+}
+
+/// Handles one request to its end: sent, dead-lettered, or released back
+/// to the broker when the process stops first.
+async fn handle(shared: Shared, delivery: Delivery) {
+    let outcome = send::process(&shared, &delivery).await;
+    let position = delivery.position.clone();
+    match outcome::record(&shared, &delivery, outcome).await {
+        Ok(true) => {
+            if let Err(err) = delivery.finish().await {
+                warn!(pipeline = %shared.pipeline, position = %position, error = %err, "Failed to commit a finished request; it may be sent again");
+            }
+        }
+        Ok(false) | Err(()) => {
+            if let Err(err) = delivery.release().await {
+                error!(pipeline = %shared.pipeline, position = %position, error = %err, "Failed to release a request");
+            }
+        }
+    }
+}
+
+async fn sleep_unless_stopped(shutdown: &watch::Receiver<bool>, delay: Duration) {
+    let mut shutdown = shutdown.clone();
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+}

@@ -1,0 +1,146 @@
+//! Starting one outbound pipeline: the SMTP sender of its account, the
+//! dead-letter and status publishers, connected with retries, and the
+//! consumer loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::warn;
+
+use super::{Context, RunError};
+use crate::auth::TokenProvider;
+use crate::broker::Source;
+use crate::broker::{Publisher, Target};
+use crate::config::{Broker, Config, Outbound};
+use crate::pipeline::backoff::Backoff;
+use crate::pipeline::outbound::{OutboundPipeline, Shared};
+use crate::smtp::transport::{PoolSettings, Sender};
+
+/// Time an idle pooled SMTP connection is kept. Servers close idle
+/// sessions after a few minutes (postfix after 300 s by default), so the
+/// pool lets go first.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Returns the task of one outbound pipeline.
+pub(super) fn start(
+    config: &Config,
+    cx: &Context,
+    tokens: TokenProvider,
+    name: &str,
+    outbound: &Outbound,
+) -> Result<impl Future<Output = ()> + Send + 'static, RunError> {
+    let account = &config.accounts[&outbound.account];
+    let pool = PoolSettings {
+        max_connections: outbound.max_in_flight.get(),
+        idle_timeout: POOL_IDLE_TIMEOUT,
+    };
+    let sender = Sender::new(
+        &outbound.account,
+        account,
+        tokens,
+        Some(cx.metrics.clone()),
+        pool,
+    )?;
+    let broker = config.brokers[&outbound.broker].clone();
+    let source = match (&broker, &outbound.topic, &outbound.queue) {
+        (Broker::Kafka(_), Some(topic), _) => Source::Kafka {
+            topic: topic.clone(),
+            group_id: outbound
+                .group_id
+                .clone()
+                .unwrap_or_else(|| format!("mailbridge-{name}")),
+        },
+        (_, _, queue) => Source::Amqp {
+            queue: queue.clone().unwrap_or_default(),
+            prefetch: u16::try_from(outbound.max_in_flight.get()).unwrap_or(u16::MAX),
+        },
+    };
+    cx.readiness
+        .not_ready(&format!("outbound/{name}"), "connecting to the broker");
+    let shared = Shared {
+        pipeline: name.to_owned(),
+        settings: Arc::new(outbound.clone()),
+        address: account.address.clone(),
+        sender,
+        dead_letter: None,
+        status: None,
+        metrics: cx.outbound.clone(),
+        readiness: cx.readiness.clone(),
+        shutdown: cx.shutdown.clone(),
+    };
+    let pipeline = OutboundPipeline {
+        shared,
+        broker_name: outbound.broker.clone(),
+        broker,
+        source,
+    };
+
+    Ok(connect_then_run(pipeline))
+}
+
+/// Connects the dead-letter and status publishers, then runs.
+async fn connect_then_run(mut pipeline: OutboundPipeline) {
+    let settings = Arc::clone(&pipeline.shared.settings);
+    let dead_letter = connect(&pipeline, &settings.dead_letter).await;
+    let Some(dead_letter) = dead_letter else {
+        return;
+    };
+    pipeline.shared.dead_letter = Some(dead_letter);
+    if let Some(status) = &settings.status {
+        let Some(status) = connect(&pipeline, status).await else {
+            return;
+        };
+        pipeline.shared.status = Some(status);
+    }
+    let publishers = [
+        pipeline.shared.dead_letter.clone(),
+        pipeline.shared.status.clone(),
+    ];
+
+    pipeline.run().await;
+    for publisher in publishers.into_iter().flatten() {
+        publisher.close().await;
+    }
+}
+
+/// Connects a publisher to `name` on the pipeline's broker, retrying until
+/// it works; `None` on shutdown.
+async fn connect(pipeline: &OutboundPipeline, name: &str) -> Option<Publisher> {
+    let target = match &pipeline.broker {
+        Broker::Kafka(_) => Target::Kafka {
+            topic: name.to_owned(),
+        },
+        Broker::Amqp(_) => Target::Amqp {
+            exchange: String::new(),
+            routing_key: name.to_owned(),
+            declare: false,
+        },
+    };
+    let shared = &pipeline.shared;
+    let component = format!("outbound/{}", shared.pipeline);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let result = Publisher::connect(
+            &pipeline.broker_name,
+            Some(&pipeline.broker),
+            target.clone(),
+        )
+        .await;
+        let err = match result {
+            Ok(publisher) => return Some(publisher),
+            Err(err) => err,
+        };
+        let delay = backoff.next_delay();
+        warn!(
+            pipeline = %shared.pipeline, target = %target, error = %err,
+            retry_in_ms = delay.as_millis() as u64,
+            "Failed to connect the dead-letter or status publisher; retrying"
+        );
+        shared.readiness.not_ready(&component, err.to_string());
+        let mut shutdown = shared.shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return None,
+        }
+    }
+}
