@@ -5,6 +5,9 @@
 //! They need `scripts/stack up` and fail, never skip, when a server is
 //! missing.
 
+mod bridge;
+mod mailbox;
+mod records;
 mod support;
 
 mod amqp;
@@ -15,6 +18,7 @@ mod imap_session;
 mod inbound;
 mod kafka;
 mod oauth;
+mod outbound;
 mod publish;
 mod smtp;
 mod smtp_transport;

@@ -2,19 +2,14 @@
 //! postfix or appended over IMAP arrives in Kafka and RabbitMQ as JSON
 //! documents, once, whatever stops in between.
 
-mod bridge;
-mod brokers;
-mod mailbox;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use bridge::{PATIENCE, Setup, fixture, schema_errors};
-use brokers::{
+use crate::bridge::{self, PATIENCE, Setup, fixture, schema_errors};
+use crate::mailbox::{append, deliver, flags, mail, mark_seen, recreate};
+use crate::records::{
     Published, amqp_messages, create_topic, declare_queue, kafka_records, kafka_settled,
 };
-use mailbox::{append, deliver, flags, mail, mark_seen, recreate};
-
 use crate::support::{Forwarder, stack, unique};
 
 /// Both pipelines of the usual setup: the INBOX to a Kafka topic and to a
@@ -221,7 +216,7 @@ async fn inbound_restart_resumes_from_checkpoint() {
     }
     let bridge = setup.start();
     let records = kafka_settled(&topic, 5, PATIENCE).await;
-    let messages = amqp_messages(&queue, 3, brokers::SETTLE).await;
+    let messages = amqp_messages(&queue, 3, crate::records::SETTLE).await;
     bridge.stop().await;
 
     assert_eq!(records.len(), 5, "3 before and 2 after, none repeated");
@@ -672,7 +667,7 @@ async fn inbound_new_start_writes_json_lines_without_broker() {
     )
     .await;
     wait_for_lines(output.path(), 1).await;
-    tokio::time::sleep(brokers::SETTLE).await;
+    tokio::time::sleep(crate::records::SETTLE).await;
     bridge.stop().await;
 
     let text = std::fs::read_to_string(output.path()).expect("read output");

@@ -1,7 +1,7 @@
-//! A `mailbridge run` process for the inbound tests: its configuration
+//! A `mailbridge run` process for the pipeline tests: its configuration
 //! file, its own state directory and metrics port, the account signed in
-//! by `mailbridge authorize`, and its log, which must never contain a
-//! token.
+//! by `mailbridge authorize` (with IMAP and SMTP settings), and its log,
+//! which must never contain a token.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -24,6 +24,8 @@ pub struct Setup {
     metrics_port: u16,
     /// IMAP port the account connects to: the stack's, or a forwarder's.
     pub imap_port: u16,
+    /// SMTP port the account connects to: the stack's, or a forwarder's.
+    pub smtp_port: u16,
     /// AMQP URL of the `rabbitmq` broker: the stack's, or a forwarder's.
     pub amqp_url: String,
 }
@@ -36,6 +38,7 @@ impl Setup {
             directory: tempfile::tempdir().expect("temporary directory"),
             metrics_port: free_port(),
             imap_port: crate::support::port("STACK_IMAPS_PORT"),
+            smtp_port: crate::support::port("STACK_SMTP_PORT"),
             amqp_url: stack("STACK_AMQP_URL"),
         }
     }
@@ -90,6 +93,13 @@ tls = "implicit"
 ca_file = "{ca_file}"
 connect_timeout = "5s"
 
+[accounts.{ACCOUNT}.smtp]
+host = "{smtp_host}"
+port = {smtp_port}
+tls = "starttls"
+ca_file = "{ca_file}"
+connect_timeout = "5s"
+
 [brokers.kafka]
 kind = "kafka"
 bootstrap_servers = "{bootstrap}"
@@ -109,6 +119,8 @@ url = "{amqp_url}"
             token_url = stack("STACK_OAUTH_TOKEN_URL"),
             imap_host = stack("STACK_IMAP_HOST"),
             imap_port = self.imap_port,
+            smtp_host = stack("STACK_SMTP_HOST"),
+            smtp_port = self.smtp_port,
             ca_file = stack("STACK_CA_FILE"),
             bootstrap = stack("STACK_KAFKA_BOOTSTRAP"),
             amqp_url = self.amqp_url,
@@ -198,7 +210,10 @@ url = "{amqp_url}"
             serde_json::from_str(&std::fs::read_to_string(&file).expect("token file"))
                 .expect("token file is JSON");
         let log = self.log();
-        assert!(log.contains("Watching mailbox"), "the log is empty: {log}");
+        assert!(
+            log.contains("mailbridge started"),
+            "the log is empty: {log}"
+        );
         for field in ["access_token", "refresh_token"] {
             let token = tokens[field].as_str().expect("token stored");
             assert!(!log.contains(token), "the log contains the {field}");

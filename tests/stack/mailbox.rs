@@ -149,3 +149,36 @@ pub fn mail(id: &str, subject: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// Waits until the INBOX of `user` holds `count` mails and returns their
+/// raw bytes in UID order.
+pub async fn wait_for_mails(user: &str, count: usize, wait: Duration) -> Vec<Vec<u8>> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let mails = fetch_all(user).await;
+        if mails.len() >= count || std::time::Instant::now() > deadline {
+            return mails;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn fetch_all(user: &str) -> Vec<Vec<u8>> {
+    let mut session = session(user).await;
+    session.examine("INBOX").await.expect("examine");
+    let fetches: Vec<_> = session
+        .uid_fetch("1:*", "(UID BODY.PEEK[])")
+        .await
+        .expect("fetch")
+        .try_collect()
+        .await
+        .expect("read mails");
+    let mut mails: Vec<(u32, Vec<u8>)> = fetches
+        .iter()
+        .filter_map(|fetch| Some((fetch.uid?, fetch.body()?.to_vec())))
+        .collect();
+    drop(fetches);
+    session.logout().await.expect("logout");
+    mails.sort();
+    mails.into_iter().map(|(_, body)| body).collect()
+}

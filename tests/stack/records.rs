@@ -170,3 +170,47 @@ pub async fn amqp_messages(queue: &str, count: usize, wait: Duration) -> Vec<Pub
     connection.close(200, "done").await.expect("close");
     messages
 }
+
+/// Produces `payload` to `topic` and waits for the broker's confirmation.
+pub async fn produce(topic: &str, key: &str, payload: &[u8]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", stack("STACK_KAFKA_BOOTSTRAP"))
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("create producer");
+    let record = FutureRecord::to(topic).key(key).payload(payload);
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(err, _)| err)
+        .expect("produce request");
+}
+
+/// Publishes `payload` to `queue` through the default exchange, with
+/// publisher confirms.
+pub async fn publish_to_queue(queue: &str, payload: &[u8]) {
+    use lapin::BasicProperties;
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+
+    let (connection, channel) = amqp_channel().await;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let confirm = channel
+        .basic_publish(
+            "",
+            queue,
+            BasicPublishOptions::default(),
+            payload,
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish request")
+        .await
+        .expect("confirmation");
+    assert!(confirm.is_ack(), "RabbitMQ did not confirm the request");
+    connection.close(200, "done").await.expect("close");
+}
