@@ -2,7 +2,8 @@
 //! checks: `tap kafka BOOTSTRAP TOPIC COUNT` or `tap amqp URL QUEUE COUNT`.
 //! It prints one line per document (`--json` prints the documents
 //! themselves) and exits once COUNT arrived, or with status 1 after
-//! `--timeout` seconds (default 60).
+//! `--timeout` seconds (default 60). `tap send BOOTSTRAP TOPIC KEY` sends
+//! standard input as one Kafka record, such as a send request.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,6 +49,10 @@ fn parse_args() -> Option<Args> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("send") {
+        return send(&argv[1..]).await;
+    }
     let Some(args) = parse_args() else {
         eprintln!(
             "usage: tap kafka|amqp BOOTSTRAP|URL TOPIC|QUEUE COUNT [--json] [--timeout SECONDS]"
@@ -73,6 +78,47 @@ async fn main() -> ExitCode {
                 "tap: fewer than {} documents after {:?}",
                 args.count, args.timeout
             );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sends standard input to a Kafka topic and waits for the confirmation.
+async fn send(args: &[String]) -> ExitCode {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use std::io::Read;
+
+    let [bootstrap, topic, key] = args else {
+        eprintln!("usage: tap send BOOTSTRAP TOPIC KEY < payload");
+        return ExitCode::from(64);
+    };
+    let mut payload = Vec::new();
+    if let Err(err) = std::io::stdin().read_to_end(&mut payload) {
+        eprintln!("tap: failed to read standard input: {err}");
+        return ExitCode::FAILURE;
+    }
+    let producer: FutureProducer = match ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+    {
+        Ok(producer) => producer,
+        Err(err) => {
+            eprintln!("tap: failed to create the Kafka producer: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let record = FutureRecord::to(topic).key(key).payload(&payload);
+    match producer.send(record, Duration::from_secs(30)).await {
+        Ok(delivery) => {
+            println!(
+                "sent to {topic} partition {} offset {}",
+                delivery.partition, delivery.offset
+            );
+            ExitCode::SUCCESS
+        }
+        Err((err, _)) => {
+            eprintln!("tap: failed to send to {topic}: {err}");
             ExitCode::FAILURE
         }
     }
