@@ -326,3 +326,45 @@ async fn authorize_unknown_account() {
     );
     assert_nothing_stored(&setup);
 }
+
+/// The redirect a provider sends when the user declines consent.
+#[tokio::test]
+async fn authorize_error_redirect_reported() {
+    let setup = Setup::new("authorize-denied");
+    let mut running = setup.spawn(ACCOUNT, &["--no-browser"]);
+
+    let url = url::Url::parse(&running.authorization_url().await).expect("URL");
+    let pair = |name: &str| {
+        url.query_pairs()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_else(|| panic!("no {name} in {url}"))
+    };
+    let mut denied = url::Url::parse(&pair("redirect_uri")).expect("redirect URI");
+    denied
+        .query_pairs_mut()
+        .append_pair("error", "access_denied")
+        .append_pair("error_description", "The user declined consent.")
+        .append_pair("state", &pair("state"));
+    let page = http().get(denied.as_str()).send().await.expect("redirect");
+    let finished = running.finish().await;
+
+    assert!(page.status().is_client_error() || page.status().is_success());
+    assert_eq!(
+        finished.status.code(),
+        Some(1),
+        "stderr: {}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("access_denied"),
+        "stderr: {}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("declined consent"),
+        "stderr: {}",
+        finished.stderr
+    );
+    assert_nothing_stored(&setup);
+}
