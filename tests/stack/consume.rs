@@ -24,7 +24,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::support::{Forwarder, http, stack, unique};
+use crate::records::create_topic_with as create_topic;
+use crate::support::{Forwarder, stack, unique};
 
 /// Longest wait for a delivery that should come; the mock broker's group
 /// join alone takes about 3 s.
@@ -97,21 +98,6 @@ fn topic_source(topic: &str, group: &str) -> Source {
         topic: topic.to_owned(),
         group_id: group.to_owned(),
     }
-}
-
-/// Creates a topic through the mock broker's control listener, because the
-/// broker has no Admin API.
-async fn create_topic(name: &str, partitions: u32) {
-    let url = format!(
-        "{}/topics/{name}?partitions={partitions}",
-        stack("STACK_KAFKA_CONTROL_URL")
-    );
-    let response = http().post(url).send().await.expect("create topic");
-    assert!(
-        response.status().is_success(),
-        "creating topic {name} returned {}",
-        response.status()
-    );
 }
 
 fn producer(bootstrap: &str) -> FutureProducer {

@@ -9,28 +9,10 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset};
 
-use crate::support::{http, stack, unique};
+use crate::records::create_topic;
+use crate::support::{stack, unique};
 
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Creates a topic through the mock broker's control listener, because the
-/// broker has no Admin API.
-async fn create_topic(name: &str) {
-    let url = format!(
-        "{}/topics/{name}?partitions=1",
-        stack("STACK_KAFKA_CONTROL_URL")
-    );
-    let response = http()
-        .post(url)
-        .send()
-        .await
-        .expect("topic creation request");
-    assert!(
-        response.status().is_success(),
-        "creating topic {name} returned {}",
-        response.status()
-    );
-}
 
 fn producer() -> FutureProducer {
     ClientConfig::new()

@@ -34,7 +34,8 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::support::{http, stack, unique};
+use crate::records::create_topic;
+use crate::support::{stack, unique};
 
 const SCHEMA: &str = "mailbridge.test.v1";
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,21 +75,6 @@ fn kafka_broker(bootstrap: &str, properties: &[(&str, &str)]) -> Broker {
         bootstrap_servers: bootstrap.to_owned(),
         properties,
     })
-}
-
-/// Creates a topic through the mock broker's control listener, because the
-/// broker has no Admin API.
-async fn create_topic(name: &str) {
-    let url = format!(
-        "{}/topics/{name}?partitions=1",
-        stack("STACK_KAFKA_CONTROL_URL")
-    );
-    let response = http().post(url).send().await.expect("create topic");
-    assert!(
-        response.status().is_success(),
-        "creating topic {name} returned {}",
-        response.status()
-    );
 }
 
 /// Reads partition 0 of `topic` from the start until `count` records came.

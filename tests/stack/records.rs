@@ -25,8 +25,13 @@ pub struct Published {
 /// Creates a Kafka topic with one partition through the mock's control
 /// listener, since the broker has no Admin API.
 pub async fn create_topic(name: &str) {
+    create_topic_with(name, 1).await;
+}
+
+/// Creates a Kafka topic with `partitions` partitions.
+pub async fn create_topic_with(name: &str, partitions: u32) {
     let url = format!(
-        "{}/topics/{name}?partitions=1",
+        "{}/topics/{name}?partitions={partitions}",
         stack("STACK_KAFKA_CONTROL_URL")
     );
     let response = http().post(url).send().await.expect("create topic");
