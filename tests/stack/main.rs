@@ -8,6 +8,7 @@
 mod bridge;
 mod mailbox;
 mod records;
+mod signin;
 mod support;
 
 mod amqp;

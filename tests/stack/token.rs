@@ -19,14 +19,12 @@ use mailbridge::auth::{
 };
 use mailbridge::config::{Account, Grant, Mechanism, OAuth2, Provider, Secret, State};
 use mailbridge::telemetry::Metrics;
-use oauth2::{AuthorizationCode, PkceCodeChallenge, RedirectUrl};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::{Value, json};
 
-use crate::support::{authorization_redirect, http, introspect, mail_address, stack, unique};
+use crate::support::{http, introspect, mail_address, stack, unique};
 
 const ACCOUNT: &str = "support";
-const REDIRECT_URI: &str = "http://127.0.0.1:53682/callback";
 
 fn account(user: &str, grant: Grant) -> Account {
     Account {
@@ -83,49 +81,6 @@ fn state_dir() -> StateDir {
         _directory: directory,
         state,
     }
-}
-
-/// Signs `user` in by the authorization-code grant with PKCE, following
-/// the authorization redirect the way a browser would, and exchanges the
-/// code with [`TokenClient::exchange_code`].
-async fn authorize(account: &Account) -> TokenUpdate {
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let mut url = url::Url::parse(&stack("STACK_OAUTH_AUTHORIZE_URL")).expect("authorize URL");
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &account.oauth2.client_id)
-        .append_pair("redirect_uri", REDIRECT_URI)
-        .append_pair("state", "state-1")
-        .append_pair("scope", "imap smtp")
-        .append_pair("code_challenge", challenge.as_str())
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("login_hint", &account.login_hint);
-    let location = authorization_redirect(url.as_str()).await;
-    let redirect = url::Url::parse(&location).expect("Location is a URL");
-    let code = redirect
-        .query_pairs()
-        .find(|(key, _)| key == "code")
-        .map(|(_, value)| value.into_owned())
-        .unwrap_or_else(|| panic!("no code in {location}"));
-
-    let redirect_uri = RedirectUrl::new(REDIRECT_URI.to_owned()).expect("redirect URI");
-    token_client(account)
-        .exchange_code(AuthorizationCode::new(code), verifier, redirect_uri)
-        .await
-        .expect("code exchange")
-}
-
-/// Stores the refresh token of `update` without its access token, so that
-/// the first `access_token()` must refresh.
-fn store_refresh_token(state: &State, update: TokenUpdate) -> RefreshToken {
-    let mut tokens =
-        StoredTokens::authorized(stack("STACK_OAUTH_TOKEN_URL"), update, SystemTime::now());
-    tokens.access_token = None;
-    tokens.access_token_expires_at = None;
-    TokenStore::new(state)
-        .save(ACCOUNT, &tokens)
-        .expect("save tokens");
-    tokens.refresh_token.expect("refresh token issued")
 }
 
 fn stored_refresh_token(state: &State) -> RefreshToken {
@@ -657,4 +612,16 @@ async fn device_code_expires() {
     let error = client.poll_device(&device).await.unwrap_err();
 
     assert_eq!(error.classification(), Classification::ExpiredToken);
+}
+
+/// Signs `account` in by the authorization-code grant.
+async fn authorize(account: &Account) -> TokenUpdate {
+    crate::signin::authorize(ACCOUNT, account).await
+}
+
+/// Stores the refresh token of `update` without its access token, so that
+/// the first `access_token()` must refresh.
+fn store_refresh_token(state: &State, update: TokenUpdate) -> RefreshToken {
+    let tokens = crate::signin::store_refresh_token(ACCOUNT, state, update);
+    tokens.refresh_token.expect("refresh token issued")
 }

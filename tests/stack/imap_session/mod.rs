@@ -7,22 +7,20 @@
 //! an identity that cannot open the mailbox.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_imap::Client;
 use futures::TryStreamExt;
-use mailbridge::auth::grant::{HttpSettings, TokenClient};
-use mailbridge::auth::{ProviderSettings, StoredTokens, TokenProvider, TokenStore};
+use mailbridge::auth::{ProviderSettings, TokenProvider};
 use mailbridge::config::{Account, Grant, Mechanism, OAuth2, Provider, Secret, Server, State, Tls};
 use mailbridge::imap::{Connector, IdleEvent, PostProcess, Session, Timeouts, mailbox_name};
 use mailbridge::telemetry::Metrics;
-use oauth2::{AuthorizationCode, PkceCodeChallenge, RedirectUrl};
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::Registry;
 use tokio::net::TcpStream;
 
 use crate::support::{
-    FakeImap, Forwarder, OAuthAuthenticator, access_token, authorization_redirect, http,
-    mail_address, port, stack, step, tls_connect, unique, xoauth2_response,
+    FakeImap, Forwarder, OAuthAuthenticator, access_token, http, mail_address, port, stack, step,
+    tls_connect, unique, xoauth2_response,
 };
 
 mod fakes;
@@ -32,7 +30,6 @@ mod post_process;
 mod tokens;
 
 const ACCOUNT: &str = "support";
-const REDIRECT_URI: &str = "http://127.0.0.1:53682/callback";
 const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 // === Accounts and token providers ===
@@ -103,7 +100,7 @@ impl Fixture {
         let state = State {
             directory: state_dir.path().to_path_buf(),
         };
-        sign_in(&account, &state).await;
+        crate::signin::sign_in(ACCOUNT, &account, &state).await;
         let registry = Registry::new();
         let metrics = Metrics::new(&registry).expect("register metrics");
         let tokens = TokenProvider::with_metrics(
@@ -155,15 +152,7 @@ impl Fixture {
     }
 
     fn metric(&self, series: &str) -> f64 {
-        let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .expect("encode metrics");
-        let text = String::from_utf8(buffer).expect("metrics text is UTF-8");
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .map(|value| value.parse().expect("sample value is a number"))
-            .unwrap_or(0.0)
+        crate::signin::sample(&self.registry, series)
     }
 
     fn refreshes(&self) -> f64 {
@@ -177,46 +166,6 @@ impl Fixture {
             r#"mailbridge_auth_failures_total{{account="{ACCOUNT}",protocol="imap",reason="{reason}"}}"#
         ))
     }
-}
-
-/// Signs the account's login hint in by the authorization-code grant with
-/// PKCE and stores only the refresh token, as `mailbridge authorize` does.
-async fn sign_in(account: &Account, state: &State) {
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let mut url = url::Url::parse(&stack("STACK_OAUTH_AUTHORIZE_URL")).expect("authorize URL");
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &account.oauth2.client_id)
-        .append_pair("redirect_uri", REDIRECT_URI)
-        .append_pair("state", "state-1")
-        .append_pair("scope", "imap smtp")
-        .append_pair("code_challenge", challenge.as_str())
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("login_hint", &account.login_hint);
-    let location = authorization_redirect(url.as_str()).await;
-    let redirect = url::Url::parse(&location).expect("Location is a URL");
-    let code = redirect
-        .query_pairs()
-        .find(|(key, _)| key == "code")
-        .map(|(_, value)| value.into_owned())
-        .unwrap_or_else(|| panic!("no code in {location}"));
-
-    let preset = mailbridge::auth::resolve(ACCOUNT, account).expect("resolve endpoints");
-    let client =
-        TokenClient::new(ACCOUNT, account, &preset, HttpSettings::default()).expect("token client");
-    let redirect_uri = RedirectUrl::new(REDIRECT_URI.to_owned()).expect("redirect URI");
-    let update = client
-        .exchange_code(AuthorizationCode::new(code), verifier, redirect_uri)
-        .await
-        .expect("code exchange");
-
-    let mut tokens =
-        StoredTokens::authorized(stack("STACK_OAUTH_TOKEN_URL"), update, SystemTime::now());
-    tokens.access_token = None;
-    tokens.access_token_expires_at = None;
-    TokenStore::new(state)
-        .save(ACCOUNT, &tokens)
-        .expect("save tokens");
 }
 
 /// Revokes one access token (RFC 7009); its refresh token stays valid.
