@@ -470,23 +470,29 @@ fn reply_to_id_threads_the_reply() {
 }
 
 #[test]
-fn message_id_is_stable_only_when_given() {
+fn message_id_is_given_derived_or_random() {
     let (given, _) = load("threading-given");
-    let (generated, _) = load("reply-to-id");
+    let (without_id, _) = load("reply-to-id");
+    let with_id = |id: &str| {
+        let json = format!(r#"{{"id": "{id}", "to": ["bob@example.test"], "text": "hi"}}"#);
+        outbound::parse(json.as_bytes(), &Limits::default()).expect("valid request")
+    };
+    let message_id =
+        |request: &Request| mime::build(request, ACCOUNT, ID_DOMAIN).unwrap().message_id;
 
-    let first = mime::build(&given, ACCOUNT, ID_DOMAIN).unwrap();
-    let second = mime::build(&given, ACCOUNT, ID_DOMAIN).unwrap();
-    assert_eq!(first.message_id, "<reply-2@mailbridge.example.test>");
-    assert_eq!(second.message_id, first.message_id);
+    assert_eq!(message_id(&given), "<reply-2@mailbridge.example.test>");
+    assert_eq!(message_id(&given), message_id(&given));
 
-    let first = mime::build(&generated, ACCOUNT, ID_DOMAIN).unwrap();
-    let second = mime::build(&generated, ACCOUNT, ID_DOMAIN).unwrap();
-    assert_ne!(first.message_id, second.message_id);
-    assert!(
-        first.message_id.ends_with("@mailbridge.example.test>"),
-        "{}",
-        first.message_id
+    let derived = message_id(&with_id("ticket-1"));
+    assert_eq!(
+        derived,
+        message_id(&with_id("ticket-1")),
+        "same id, same Message-ID"
     );
+    assert_ne!(derived, message_id(&with_id("ticket-2")));
+    assert!(derived.ends_with("@mailbridge.example.test>"), "{derived}");
+
+    assert_ne!(message_id(&without_id), message_id(&without_id));
 }
 
 #[test]

@@ -38,10 +38,11 @@ const QP_LINE: usize = 73;
 /// The message ready for SMTP.
 ///
 /// On a resend of the same request the sender reuses this value, bytes
-/// and `message_id` included, instead of building again. A new build
-/// generates a new Message-ID unless the request gives one, and only the
-/// same Message-ID lets receivers spot the duplicate that an ambiguous
-/// SMTP outcome may cause.
+/// and `message_id` included, instead of building again. A request with
+/// an `id` but no `message_id` gets a Message-ID derived from the `id`,
+/// so that a request consumed twice (after a crash) goes out with the
+/// same Message-ID and receivers can spot the duplicate; only a request
+/// with neither gets a random one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Built {
     /// The Message-ID header value, with angle brackets.
@@ -103,8 +104,9 @@ fn internal(what: &str) -> Rejection {
     Rejection::new(RejectReason::InvalidField, detail)
 }
 
-/// Returns the Message-ID of the request, or a new one made of 128
-/// random bits and `domain` (RFC 5322 section 3.6.4).
+/// Returns the Message-ID of the request; else one derived from its `id`
+/// (128 bits of a SHA-256 of the domain and the id); else 128 random
+/// bits; each at `domain` (RFC 5322 section 3.6.4).
 fn message_id(request: &Request, domain: &str) -> Result<String, Rejection> {
     if let Some(id) = request.message_id() {
         return Ok(format!("<{id}>"));
@@ -118,7 +120,27 @@ fn message_id(request: &Request, domain: &str) -> Result<String, Rejection> {
         return Err(Rejection::new(RejectReason::InvalidConfig, detail));
     };
 
-    Ok(format!("<{:032x}@{ascii}>", rand::random::<u128>()))
+    let left = match request.id() {
+        Some(id) => derived_left_part(&ascii, id),
+        None => format!("{:032x}", rand::random::<u128>()),
+    };
+    Ok(format!("<{left}@{ascii}>"))
+}
+
+/// Hex of the first 128 bits of a SHA-256 over the domain and `id`, each
+/// length-prefixed so that no two pairs share an input.
+fn derived_left_part(domain: &str, id: &str) -> String {
+    use sha2::{Digest, Sha256};
+
+    let mut hash = Sha256::new();
+    for part in ["mailbridge.message-id", domain, id] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize()[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 fn envelope(from: &Mailbox, recipients: &[String]) -> Result<Envelope, Rejection> {

@@ -103,7 +103,7 @@ connect_timeout = "5s"
 [brokers.kafka]
 kind = "kafka"
 bootstrap_servers = "{bootstrap}"
-properties = {{ "message.timeout.ms" = "5000" }}
+properties = {{ "message.timeout.ms" = "5000", "session.timeout.ms" = "6000" }}
 
 [brokers.rabbitmq]
 kind = "amqp"
@@ -336,4 +336,24 @@ pub fn fixture(name: &str) -> Vec<u8> {
         .join("demo/mails")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+}
+
+impl Bridge<'_> {
+    /// Sends SIGKILL and waits for the exit, as a crash ends the process:
+    /// nothing is drained or committed.
+    pub async fn kill(mut self) {
+        let mut child = std::mem::replace(&mut self.child, dummy_child());
+        child.kill().expect("send SIGKILL");
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("join")
+            .expect("wait for mailbridge");
+    }
+}
+
+impl Setup {
+    /// The port of `/metrics`, `/healthz` and `/readyz`.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
 }

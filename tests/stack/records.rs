@@ -219,3 +219,111 @@ pub async fn publish_to_queue(queue: &str, payload: &[u8]) {
     assert!(confirm.is_ack(), "RabbitMQ did not confirm the request");
     connection.close(200, "done").await.expect("close");
 }
+
+/// One record or message as it was published, payload undecoded.
+#[derive(Debug, Clone)]
+pub struct Raw {
+    pub key: Option<String>,
+    /// Kafka record headers, or the AMQP headers table.
+    pub headers: BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads the records of `topic` from the start, payloads undecoded,
+/// until `count` arrived or `wait` passed, then for [`SETTLE`] more.
+pub async fn kafka_raw(topic: &str, count: usize, wait: Duration) -> Vec<Raw> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_kafka_raw(&topic, count, wait))
+        .await
+        .expect("join Kafka reader")
+}
+
+fn read_kafka_raw(topic: &str, count: usize, wait: Duration) -> Vec<Raw> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", stack("STACK_KAFKA_BOOTSTRAP"))
+        .set("group.id", "outbound-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create consumer");
+    let mut partitions = TopicPartitionList::new();
+    partitions
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&partitions).expect("assign");
+    drop(partitions);
+
+    let mut records = Vec::new();
+    let mut deadline = Instant::now() + wait;
+    let mut settling = false;
+    while Instant::now() < deadline {
+        if records.len() >= count && !settling {
+            (settling, deadline) = (true, Instant::now() + SETTLE);
+        }
+        let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = result.expect("read record");
+        let mut headers = BTreeMap::new();
+        if let Some(list) = message.headers() {
+            for header in list.iter() {
+                let value = String::from_utf8_lossy(header.value.unwrap_or_default());
+                headers.insert(header.key.to_owned(), value.into_owned());
+            }
+        }
+        records.push(Raw {
+            key: message
+                .key()
+                .map(|key| String::from_utf8_lossy(key).into_owned()),
+            headers,
+            payload: message.payload().unwrap_or_default().to_vec(),
+        });
+    }
+    records
+}
+
+/// Takes messages from `queue` until `count` arrived or `wait` passed,
+/// then for [`SETTLE`] more, payloads undecoded and the headers table
+/// as text.
+pub async fn amqp_raw(queue: &str, count: usize, wait: Duration) -> Vec<Raw> {
+    let (connection, channel) = amqp_channel().await;
+    let mut messages = Vec::new();
+    let mut deadline = Instant::now() + wait;
+    let mut settling = false;
+    while Instant::now() < deadline {
+        if messages.len() >= count && !settling {
+            (settling, deadline) = (true, Instant::now() + SETTLE);
+        }
+        let options = BasicGetOptions { no_ack: true };
+        let Some(message) = channel.basic_get(queue, options).await.expect("basic.get") else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let properties = &message.delivery.properties;
+        messages.push(Raw {
+            key: properties.message_id().as_ref().map(ToString::to_string),
+            headers: amqp_headers(properties.headers().as_ref()),
+            payload: message.delivery.data.clone(),
+        });
+    }
+    connection.close(200, "done").await.expect("close");
+    messages
+}
+
+fn amqp_headers(table: Option<&FieldTable>) -> BTreeMap<String, String> {
+    use lapin::types::AMQPValue;
+
+    let mut headers = BTreeMap::new();
+    for (name, value) in table
+        .map(|table| table.inner().iter())
+        .into_iter()
+        .flatten()
+    {
+        let text = match value {
+            AMQPValue::LongString(text) => String::from_utf8_lossy(text.as_bytes()).into_owned(),
+            AMQPValue::ShortString(text) => text.to_string(),
+            other => format!("{other:?}"),
+        };
+        headers.insert(name.to_string(), text);
+    }
+    headers
+}

@@ -131,14 +131,24 @@ enum Receipt {
 impl Delivery {
     /// Marks the request finished: sent, or dead-lettered. Kafka commits
     /// the partition's offset once every earlier offset of the partition
-    /// is finished too, without waiting for the broker's reply. AMQP sends
+    /// is finished too, and waits for the broker's reply, so that a crash
+    /// right after cannot send the request again. AMQP sends
     /// basic.ack. When a rebalance moved the partition away meanwhile, this
     /// returns `Ok`, logs a warning, and Kafka delivers the request again
     /// to the new owner.
     pub async fn finish(self) -> Result<(), ConsumeError> {
-        match &self.receipt {
-            Receipt::Kafka(receipt) => kafka::finish(receipt, &self.position),
-            Receipt::Amqp(receipt) => amqp::finish(receipt, &self.position).await,
+        let Self {
+            receipt, position, ..
+        } = self;
+        match receipt {
+            // The commit waits for the broker, off the async threads.
+            Receipt::Kafka(receipt) => {
+                let commit = move || kafka::finish(&receipt, &position);
+                tokio::task::spawn_blocking(commit)
+                    .await
+                    .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+            }
+            Receipt::Amqp(receipt) => amqp::finish(&receipt, &position).await,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Outcome, Shared};
 use crate::broker::Delivery;
@@ -41,6 +41,7 @@ async fn send_with_retries(shared: &Shared, id: Option<String>, built: mime::Bui
     let max_attempts = u32::try_from(shared.settings.max_attempts.get()).unwrap_or(u32::MAX);
     let mut backoff = Backoff::new(RETRY_BASE, RETRY_CAP);
     let mut attempt = 0;
+    let mut held_before = false;
     loop {
         attempt += 1;
         let started = Instant::now();
@@ -54,6 +55,10 @@ async fn send_with_retries(shared: &Shared, id: Option<String>, built: mime::Bui
                 shared
                     .metrics
                     .record_attempt(pipeline, "success", started.elapsed());
+                if held_before {
+                    let component = format!("outbound/{pipeline}");
+                    shared.readiness.ready(&component);
+                }
                 info!(pipeline = %pipeline, id = ?id, message_id = %built.message_id, smtp_code = accepted.code, attempt, "Mail sent");
                 return Outcome::sent(id, built.message_id, accepted, attempt);
             }
@@ -62,24 +67,48 @@ async fn send_with_retries(shared: &Shared, id: Option<String>, built: mime::Bui
         shared
             .metrics
             .record_attempt(pipeline, err.kind(), started.elapsed());
-        if !err.is_transient() || attempt >= max_attempts {
+        // A failure of the account (TLS, sign-in, quota) is no fault of the
+        // request and would fail every request alike, so the request is
+        // held and retried until an operator fixes the cause, instead of
+        // flooding the dead-letter target.
+        let held = err.affects_account();
+        held_before |= held;
+        if !held && (!err.is_transient() || attempt >= max_attempts) {
             return Outcome::failed(id, Some(built.message_id), &err, attempt);
         }
 
         let delay = backoff.next_delay();
         shared.metrics.record_retry(pipeline);
-        warn!(
-            pipeline = %pipeline, id = ?id, message_id = %built.message_id, error = %err,
-            error_type = err.kind(), smtp_code = err.code(), attempt,
-            retry_in_ms = delay.as_millis() as u64,
-            "Send failed; retrying with the same Message-ID"
-        );
+        if held {
+            hold(shared, &err, attempt, delay);
+        } else {
+            warn!(
+                pipeline = %pipeline, id = ?id, message_id = %built.message_id, error = %err,
+                error_type = err.kind(), smtp_code = err.code(), attempt,
+                retry_in_ms = delay.as_millis() as u64,
+                "Send failed; retrying with the same Message-ID"
+            );
+        }
         let mut shutdown = shared.shutdown.clone();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             _ = shutdown.wait_for(|stop| *stop) => return Outcome::Interrupted,
         }
     }
+}
+
+/// Marks the pipeline as not ready while a failure of the account holds
+/// its requests back.
+fn hold(shared: &Shared, err: &SmtpError, attempt: u32, delay: Duration) {
+    error!(
+        pipeline = %shared.pipeline, error = %err, error_type = err.kind(),
+        smtp_code = err.code(), attempt, retry_in_ms = delay.as_millis() as u64,
+        "Send failed for a reason that concerns the account; holding the request until it is fixed"
+    );
+    let reason = format!("sending is held: {err}");
+    shared
+        .readiness
+        .not_ready(&format!("outbound/{}", shared.pipeline), reason);
 }
 
 /// The reply that caused `err`, when a reply did.

@@ -102,9 +102,10 @@ impl Partitions {
     }
 
     /// Marks the record of `receipt` finished and commits the partition's
-    /// new position, if it moved, without waiting for the broker's reply.
-    /// The commit callback logs a failure, and the next commit or the one
-    /// at revocation covers the offset again.
+    /// new position, if it moved, waiting for the broker's reply; this
+    /// blocks, so callers run it off the async threads. A failed commit is
+    /// returned, and the next commit or the one at revocation covers the
+    /// offset again.
     pub(super) fn finish(&self, receipt: &Receipt, position: &str) -> Result<(), ConsumeError> {
         let mut state = self.lock();
         let closing = state.closing;
@@ -116,9 +117,9 @@ impl Partitions {
             return Ok(());
         };
 
-        // The lock stays held while the commit is queued, so that commits
-        // of one partition leave in the order of their positions.
-        let Some(queued) = self.commit_async(receipt, next) else {
+        // The lock stays held during the commit, so that commits of one
+        // partition leave in the order of their positions.
+        let Some(queued) = self.commit(receipt, next) else {
             return self.not_assigned(true, position);
         };
         queued.map_err(|err| ConsumeError::Commit {
@@ -132,14 +133,14 @@ impl Partitions {
         Ok(())
     }
 
-    /// Queues the commit of position `next` in the partition of `receipt`.
-    /// Returns `None` once the consumer is gone.
-    fn commit_async(&self, receipt: &Receipt, next: i64) -> Option<KafkaResult<()>> {
+    /// Commits position `next` in the partition of `receipt` and waits for
+    /// the broker. Returns `None` once the consumer is gone.
+    fn commit(&self, receipt: &Receipt, next: i64) -> Option<KafkaResult<()>> {
         let client = self.client.get().and_then(Weak::upgrade)?;
         let mut list = TopicPartitionList::new();
         let queued = list
             .add_partition_offset(&receipt.topic, receipt.partition, Offset::Offset(next))
-            .and_then(|()| client.commit(&list, CommitMode::Async));
+            .and_then(|()| client.commit(&list, CommitMode::Sync));
 
         // The list goes before the consumer, whose drop waits for lists
         // that refer to its partitions.
