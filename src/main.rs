@@ -111,7 +111,12 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(err) => {
-            tracing::error!(error = %err, "mailbridge failed to start");
+            match &err {
+                pipeline::runner::RunError::Stopped(_) => {
+                    tracing::error!(error = %err, "mailbridge stopped after a failure no retry can fix");
+                }
+                _ => tracing::error!(error = %err, "mailbridge failed to start"),
+            }
             eprintln!("error: {err}");
             Ok(ExitCode::FAILURE)
         }

@@ -2,6 +2,7 @@
 //! platform roots plus an optional PEM bundle, with certificate and host
 //! name checks always on.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,6 +28,31 @@ impl TlsError {
             Self::CaFile { .. } => "ca_file",
             Self::NoRoots => "no_roots",
         }
+    }
+}
+
+/// Fix for a failed handshake whose cause is most often the certificate.
+pub const CERTIFICATE_FIX: &str =
+    "check that the certificate is valid for the host, or set ca_file to the CA that issued it";
+
+/// Fix for a server that sent plaintext during the handshake.
+pub const PLAINTEXT_FIX: &str = "the port may expect STARTTLS: set tls = \"starttls\", or use \
+     the implicit-TLS port (993 for IMAP, 465 for SMTP)";
+
+/// Returns the fix for a failed client handshake. A server that speaks
+/// plaintext on the port sends its greeting (`* OK` in IMAP, `220` in
+/// SMTP) where a TLS record is expected. Its first byte is no TLS content
+/// type (RFC 8446 section 5.1), so rustls rejects it with
+/// `InvalidContentType`.
+pub fn handshake_fix(err: &io::Error) -> &'static str {
+    let rustls_error = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+            PLAINTEXT_FIX
+        }
+        _ => CERTIFICATE_FIX,
     }
 }
 
@@ -84,6 +110,45 @@ fn read_pem(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Returns the error of a handshake whose peer sends `reply` instead
+    /// of a TLS record.
+    async fn handshake_error(reply: &'static [u8]) -> io::Error {
+        use tokio::io::AsyncWriteExt;
+
+        let (client, mut server) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let _ = server.write_all(reply).await;
+            // A server that sent a greeting waits for the client's command.
+            if !reply.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        });
+        let config = client_config(None).unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let connector = tokio_rustls::TlsConnector::from(config);
+
+        connector.connect(name, client).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn plaintext_greeting_suggests_starttls() {
+        for greeting in [
+            &b"* OK IMAP4rev1 ready\r\n"[..],
+            b"220 mail.example.test ESMTP\r\n",
+        ] {
+            let err = handshake_error(greeting).await;
+
+            assert_eq!(handshake_fix(&err), PLAINTEXT_FIX, "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn closed_connection_suggests_certificate_check() {
+        let err = handshake_error(b"").await;
+
+        assert_eq!(handshake_fix(&err), CERTIFICATE_FIX, "{err}");
+    }
 
     #[test]
     fn empty_ca_file_names_the_file() {

@@ -162,9 +162,7 @@ pub(crate) fn read(mut table: Table<'_>, refs: &Refs) -> Option<Inbound> {
     let liveness_timeout = table.get::<Duration>("liveness_timeout");
     let start_from = table.get::<StartFrom>("start_from");
     let batch_size = table.get::<NonZeroUsize>("batch_size");
-    let after_publish = table
-        .get::<AfterPublish>("after_publish")
-        .unwrap_or(AfterPublish::Keep);
+    let after_publish = read_after_publish(&mut table, &broker);
     let move_to = read_move_to(&mut table, after_publish, &mailboxes);
     let keyword = read_keyword(&mut table, after_publish);
     let on_change = table.get::<UidvalidityChange>("on_uidvalidity_change");
@@ -194,6 +192,28 @@ pub(crate) fn read(mut table: Table<'_>, refs: &Refs) -> Option<Inbound> {
         max_message_bytes: sizes[2].unwrap_or(25 * 1024 * 1024),
         declare,
     })
+}
+
+/// Reads `after_publish`. Standard output cannot confirm delivery, since
+/// a write into a pipe returns before anyone reads it, so the actions that
+/// remove a mail from its mailbox need a broker. A rejected action is still
+/// returned, so that `move_to` is checked against it.
+fn read_after_publish(table: &mut Table<'_>, broker: &BrokerRef) -> AfterPublish {
+    let action = table
+        .get::<AfterPublish>("after_publish")
+        .unwrap_or(AfterPublish::Keep);
+
+    let removes = matches!(action, AfterPublish::Move | AfterPublish::Delete);
+    if removes && matches!(broker, BrokerRef::Absent) {
+        let invalid = Invalid::new(
+            "removes mail from the mailbox, but standard output cannot confirm that \
+             anyone read it",
+        );
+        let fix = "set broker, or use keep, mark_seen or add_keyword";
+        table.reject("after_publish", invalid.with_fix(Some(fix.into())));
+    }
+
+    action
 }
 
 fn check_idle_interval(interval: &Duration) -> Result<(), Invalid> {

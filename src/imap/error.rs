@@ -47,11 +47,11 @@ pub enum ImapError {
         /// The time limit that passed.
         after: Duration,
     },
-    /// The TLS handshake failed, for example on an untrusted certificate
-    /// or a certificate for another host name.
+    /// The TLS handshake failed, for example on an untrusted certificate,
+    /// a certificate for another host name, or a plaintext port.
     #[error(
-        "TLS handshake with IMAP server {server} failed: {source}; check that the \
-         certificate is valid for the host, or set ca_file to the CA that issued it"
+        "TLS handshake with IMAP server {server} failed: {source}; {}",
+        crate::tls::handshake_fix(source)
     )]
     TlsHandshake {
         server: String,

@@ -1,9 +1,10 @@
-//! `UID FETCH` of whole messages (RFC 3501 section 6.4.5) with
-//! `BODY.PEEK[]`, which leaves `\Seen` unchanged.
+//! `UID FETCH` of messages (RFC 3501 section 6.4.5) with `BODY.PEEK[]`,
+//! or `BODY.PEEK[HEADER]` for a message larger than a limit, which both
+//! leave `\Seen` unchanged.
 
 use std::collections::BTreeMap;
 
-use async_imap::imap_proto::{AttributeValue, Response};
+use async_imap::imap_proto::{AttributeValue, MessageSection, Response, SectionPath};
 use chrono::{DateTime, FixedOffset};
 
 use super::error::ImapError;
@@ -15,6 +16,13 @@ const FETCH_BATCH: usize = 500;
 
 /// The data items fetched for each mail.
 const FETCH_ITEMS: &str = "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])";
+
+/// The data items fetched for a mail larger than the caller's limit: the
+/// header section (RFC 3501 section 6.4.5, `HEADER`) instead of the whole.
+const HEADER_ITEMS: &str = "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER])";
+
+/// The data item that gives the size of each mail before it is fetched.
+const SIZE_ITEMS: &str = "(UID RFC822.SIZE)";
 
 /// The `date-time` format of INTERNALDATE, such as `17-Jul-1996 02:44:25 -0700`.
 const INTERNALDATE_FORMAT: &str = "%d-%b-%Y %H:%M:%S %z";
@@ -32,8 +40,12 @@ pub struct Fetched {
     pub internal_date: Option<DateTime<FixedOffset>>,
     /// RFC822.SIZE in bytes, when the server sent it.
     pub size: Option<u32>,
-    /// The raw message (RFC 5322).
+    /// The raw message (RFC 5322), or only its header section, up to and
+    /// including the empty line, when `header_only` is set.
     pub body: Vec<u8>,
+    /// Whether `body` is the header section alone, because `size` was
+    /// larger than the limit given to [`Session::fetch_up_to`].
+    pub header_only: bool,
 }
 
 /// Items of one FETCH response. A server may split a mail over several.
@@ -43,6 +55,7 @@ struct Items {
     internal_date: Option<Option<DateTime<FixedOffset>>>,
     size: Option<u32>,
     body: Option<Vec<u8>>,
+    header_only: bool,
 }
 
 impl Items {
@@ -65,6 +78,14 @@ impl Items {
                     ..
                 }
                 | AttributeValue::Rfc822(Some(data)) => items.body = Some(data.to_vec()),
+                AttributeValue::BodySection {
+                    section: Some(SectionPath::Full(MessageSection::Header)),
+                    data: Some(data),
+                    ..
+                } => {
+                    items.body = Some(data.to_vec());
+                    items.header_only = true;
+                }
                 _ => {}
             }
         }
@@ -75,6 +96,9 @@ impl Items {
         self.flags = later.flags.or(self.flags.take());
         self.internal_date = later.internal_date.or(self.internal_date.take());
         self.size = later.size.or(self.size);
+        if later.body.is_some() {
+            self.header_only = later.header_only;
+        }
         self.body = later.body.or(self.body.take());
     }
 
@@ -85,6 +109,7 @@ impl Items {
             internal_date: self.internal_date.flatten(),
             size: self.size,
             body: self.body?,
+            header_only: self.header_only,
         })
     }
 }
@@ -105,22 +130,32 @@ impl Session {
     /// [`ImapError::NotSelected`] before SELECT, [`ImapError::Command`] for
     /// a `NO` or `BAD`, and connection errors.
     pub async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<Fetched>, ImapError> {
+        self.fetch_up_to(uids, u64::MAX).await
+    }
+
+    /// Fetches the mails `uids` as [`Session::fetch`] does, except that a
+    /// mail whose RFC822.SIZE is above `max_bytes` comes with its header
+    /// section only, so that its body never enters memory. The sizes take
+    /// one more command first, unless `max_bytes` is at least `u32::MAX`,
+    /// the largest RFC822.SIZE that RFC 3501 allows (a `number`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Session::fetch`].
+    pub async fn fetch_up_to(
+        &mut self,
+        uids: &[u32],
+        max_bytes: u64,
+    ) -> Result<Vec<Fetched>, ImapError> {
         let mailbox = self.require_selected("UID FETCH")?;
         let wanted = uid_set::normalize(uids);
-        let mut fetched: BTreeMap<u32, Items> = BTreeMap::new();
+        let (whole, headers) = match max_bytes >= u64::from(u32::MAX) {
+            true => (wanted.clone(), Vec::new()),
+            false => self.split_by_size(&mailbox, &wanted, max_bytes).await?,
+        };
 
-        for batch in wanted.chunks(FETCH_BATCH) {
-            let command = format!("UID FETCH {} {FETCH_ITEMS}", uid_set::format(batch));
-            let completion = self
-                .command("UID FETCH", Some(&mailbox), &command, |response| {
-                    collect(response, batch, &mut fetched)
-                })
-                .await?;
-            if !completion.is_ok() {
-                return Err(self.command_failed("UID FETCH", Some(&mailbox), &completion));
-            }
-        }
-
+        let mut fetched = self.fetch_items(&mailbox, &whole, FETCH_ITEMS).await?;
+        fetched.append(&mut self.fetch_items(&mailbox, &headers, HEADER_ITEMS).await?);
         let mails: Vec<Fetched> = fetched
             .into_iter()
             .filter_map(|(uid, items)| items.into_fetched(uid))
@@ -130,9 +165,51 @@ impl Session {
             mailbox = %mailbox,
             requested = wanted.len(),
             fetched = mails.len(),
+            header_only = headers.len(),
             "Fetched mails"
         );
         Ok(mails)
+    }
+
+    /// Splits sorted `uids` into those to fetch whole and those above
+    /// `max_bytes`. A mail without RFC822.SIZE is fetched whole.
+    async fn split_by_size(
+        &mut self,
+        mailbox: &str,
+        uids: &[u32],
+        max_bytes: u64,
+    ) -> Result<(Vec<u32>, Vec<u32>), ImapError> {
+        let sizes = self.fetch_items(mailbox, uids, SIZE_ITEMS).await?;
+        let too_large = |uid: &u32| {
+            let size = sizes.get(uid).and_then(|items| items.size);
+            size.is_some_and(|size| u64::from(size) > max_bytes)
+        };
+
+        Ok(uids.iter().partition(|uid| !too_large(uid)))
+    }
+
+    /// Sends `UID FETCH` with `items` for sorted `uids`, in commands of at
+    /// most [`FETCH_BATCH`] UIDs, and collects the responses by UID.
+    async fn fetch_items(
+        &mut self,
+        mailbox: &str,
+        uids: &[u32],
+        items: &str,
+    ) -> Result<BTreeMap<u32, Items>, ImapError> {
+        let mut fetched: BTreeMap<u32, Items> = BTreeMap::new();
+        for batch in uids.chunks(FETCH_BATCH) {
+            let command = format!("UID FETCH {} {items}", uid_set::format(batch));
+            let completion = self
+                .command("UID FETCH", Some(mailbox), &command, |response| {
+                    collect(response, batch, &mut fetched)
+                })
+                .await?;
+            if !completion.is_ok() {
+                return Err(self.command_failed("UID FETCH", Some(mailbox), &completion));
+            }
+        }
+
+        Ok(fetched)
     }
 }
 
@@ -233,6 +310,37 @@ mod tests {
         let mail = fetched.remove(&7).unwrap().into_fetched(7).unwrap();
         assert_eq!(mail.flags, ["\\Seen"]);
         assert_eq!(mail.body, b"hello");
+    }
+
+    #[test]
+    fn header_section_marked_header_only() {
+        let mut fetched = BTreeMap::new();
+        let mut items = attributes(7, None);
+        items.push(AttributeValue::BodySection {
+            section: Some(SectionPath::Full(MessageSection::Header)),
+            index: None,
+            data: Some(Cow::Borrowed(b"Subject: big\r\n\r\n")),
+        });
+
+        assert!(collect(&Response::Fetch(1, items), &[7], &mut fetched));
+
+        let mail = fetched.remove(&7).unwrap().into_fetched(7).unwrap();
+        assert!(mail.header_only);
+        assert_eq!(mail.body, b"Subject: big\r\n\r\n");
+        assert_eq!(mail.size, Some(5));
+    }
+
+    #[test]
+    fn whole_body_not_header_only() {
+        let mut fetched = BTreeMap::new();
+        collect(
+            &Response::Fetch(1, attributes(7, Some(b"hello"))),
+            &[7],
+            &mut fetched,
+        );
+
+        let mail = fetched.remove(&7).unwrap().into_fetched(7).unwrap();
+        assert!(!mail.header_only);
     }
 
     #[test]

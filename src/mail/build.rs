@@ -31,7 +31,8 @@ pub struct FetchedMail<'a> {
     pub received_at: Option<DateTime<FixedOffset>>,
     /// RFC822.SIZE in bytes, when fetched.
     pub size: Option<u32>,
-    /// BODY[]: the whole message as stored.
+    /// BODY[]: the whole message as stored, or BODY[HEADER] alone for a
+    /// message whose `size` exceeds `max_message_bytes`.
     pub raw: &'a [u8],
 }
 
@@ -77,14 +78,14 @@ fn build_with(
     options: &DocumentOptions,
     read: impl FnOnce(&mut InboundMail, bool),
 ) -> InboundMail {
-    let truncated = mail.raw.len() as u64 > options.max_message_bytes;
+    let message_bytes = message_bytes(mail);
+    let truncated = message_bytes > options.max_message_bytes;
     let mut base = metadata(mail);
     if truncated {
         base.truncated = true;
         let detail = format!(
-            "message of {} bytes exceeds max_message_bytes = {}; only the header \
+            "message of {message_bytes} bytes exceeds max_message_bytes = {}; only the header \
              section was read",
-            mail.raw.len(),
             options.max_message_bytes
         );
         base.warn(WarningCode::MessageTruncated, detail);
@@ -104,6 +105,16 @@ fn build_with(
         doc.raw_base64 = Some(BASE64.encode(mail.raw));
     }
     doc
+}
+
+/// Returns the size of the message: the larger of RFC822.SIZE and the
+/// fetched bytes. The fetched bytes are fewer when only the header
+/// section of a large mail was fetched, and a server's RFC822.SIZE may be
+/// an estimate.
+fn message_bytes(mail: &FetchedMail<'_>) -> u64 {
+    let fetched = mail.raw.len() as u64;
+    mail.size
+        .map_or(fetched, |size| fetched.max(u64::from(size)))
 }
 
 /// Builds the document fields that come from IMAP alone.

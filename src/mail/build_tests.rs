@@ -158,6 +158,53 @@ fn max_message_bytes_is_inclusive() {
 }
 
 #[test]
+fn header_section_with_real_size_truncates_alike() {
+    let end = PLAIN.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let options = DocumentOptions {
+        max_message_bytes: PLAIN.len() as u64 - 1,
+        raw_bytes: 1024,
+        ..DocumentOptions::default()
+    };
+    let size = Some(PLAIN.len() as u32);
+    let whole = FetchedMail {
+        size,
+        ..fetched(PLAIN)
+    };
+    let header = FetchedMail {
+        size,
+        ..fetched(&PLAIN[..end])
+    };
+
+    let from_whole = build(&whole, &options);
+    let mut from_header = build(&header, &options);
+
+    assert!(from_header.truncated);
+    assert_eq!(from_header.size, PLAIN.len() as u64);
+    assert!(from_header.raw_base64.is_none());
+    assert_eq!(from_header.content_sha256, sha256_hex(&PLAIN[..end]));
+    // Only the hash differs, because it covers the bytes fetched.
+    from_header.content_sha256 = from_whole.content_sha256.clone();
+    assert_eq!(from_header, from_whole);
+}
+
+#[test]
+fn small_size_cannot_hide_large_body() {
+    let options = DocumentOptions {
+        max_message_bytes: PLAIN.len() as u64 - 1,
+        ..DocumentOptions::default()
+    };
+    let mail = FetchedMail {
+        size: Some(10),
+        ..fetched(PLAIN)
+    };
+
+    let doc = build(&mail, &options);
+
+    assert!(doc.truncated);
+    assert_eq!(doc.size, 10);
+}
+
+#[test]
 fn empty_message_is_published() {
     let doc = build(&fetched(b""), &DocumentOptions::default());
 

@@ -60,6 +60,7 @@ fn read_ids(doc: &mut InboundMail, fields: &[mail_parser::Header<'_>]) {
     doc.in_reply_to = first(fields, HeaderName::InReplyTo).and_then(first_id);
     doc.references = all(fields, HeaderName::References)
         .flat_map(text_of)
+        .map(|id| id.replace(['\r', '\n'], ""))
         .filter(|id| !id.is_empty())
         .collect();
 }
@@ -80,6 +81,13 @@ fn read_date(doc: &mut InboundMail, fields: &[mail_parser::Header<'_>], buffer: 
     let raw = value_of(field, buffer);
     if doc.date.is_none() {
         doc.date = obsolete_date(&raw).map(|date| utc_rfc3339(&date));
+    }
+
+    // mail-parser 0.11 reads the year 0000 as 2000, as if it were the
+    // obsolete two-digit year 00. RFC 5322 section 3.3 allows four-digit
+    // years of 1900 or later only.
+    if written_year(&raw).is_some_and(|year| year < 1900) {
+        doc.date = None;
     }
     if doc.date.is_none() {
         let excerpt: String = raw.chars().take(80).collect();
@@ -110,6 +118,29 @@ pub(crate) fn parsed_date(date: &mail_parser::DateTime) -> Option<String> {
 
 /// Parses a date that mail-parser rejected, after removing comments.
 fn obsolete_date(value: &str) -> Option<DateTime<FixedOffset>> {
+    let text = without_comments(value);
+    let words: Vec<&str> = text.split_whitespace().collect();
+
+    DateTime::parse_from_rfc2822(&words.join(" ")).ok()
+}
+
+/// Returns the year of a date as written, when it has four or more
+/// digits: the word that follows the month name (RFC 5322 section 3.3).
+fn written_year(value: &str) -> Option<u32> {
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let text = without_comments(value);
+    let mut words = text.split_whitespace();
+    words.find(|word| MONTHS.iter().any(|month| word.eq_ignore_ascii_case(month)))?;
+    let year = words.next()?;
+
+    let digits = year.len() >= 4 && year.bytes().all(|byte| byte.is_ascii_digit());
+    digits.then(|| year.parse().ok()).flatten()
+}
+
+/// Returns `value` without its comments (RFC 5322 section 3.2.2).
+fn without_comments(value: &str) -> String {
     let mut depth = 0usize;
     let without_comments: String = value
         .chars()
@@ -122,9 +153,8 @@ fn obsolete_date(value: &str) -> Option<DateTime<FixedOffset>> {
             false
         })
         .collect();
-    let words: Vec<&str> = without_comments.split_whitespace().collect();
 
-    DateTime::parse_from_rfc2822(&words.join(" ")).ok()
+    without_comments
 }
 
 /// Formats a time in UTC as RFC 3339 with a `Z` suffix.
@@ -187,8 +217,13 @@ fn all<'m, 'x>(
         .map(|field| &field.value)
 }
 
+/// Returns the first message id of `value`, unfolded: mail-parser 0.11
+/// keeps the line break of a folded id (RFC 5322 section 3.2.2).
 fn first_id(value: &HeaderValue<'_>) -> Option<String> {
-    text_of(value).into_iter().find(|id| !id.is_empty())
+    text_of(value)
+        .into_iter()
+        .map(|id| id.replace(['\r', '\n'], ""))
+        .find(|id| !id.is_empty())
 }
 
 fn text_of(value: &HeaderValue<'_>) -> Vec<String> {

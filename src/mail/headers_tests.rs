@@ -70,6 +70,39 @@ fn date_out_of_range_is_null() {
 }
 
 #[test]
+fn folded_message_id_is_unfolded() {
+    let doc = doc(b"Message-ID:\r\n <abc\r\n def@example.test>\r\nSubject: x\r\n\r\nx\r\n");
+
+    let id = doc.message_id.expect("message id");
+    assert!(!id.contains(['\r', '\n']), "{id:?}");
+    assert!(
+        id.starts_with("abc") && id.ends_with("def@example.test"),
+        "{id:?}"
+    );
+}
+
+#[test]
+fn date_before_1900_is_null() {
+    for value in [
+        "Mon, 01 Jan 0000 00:00:00 -2359",
+        "Mon, 01 Jan 0099 00:00:00 +0000",
+        "Fri, 31 Dec 1899 23:59:59 +0000",
+    ] {
+        let doc = date_of(value);
+
+        assert_eq!(doc.date, None, "{value}");
+        assert_eq!(codes(&doc), [WarningCode::DateInvalid], "{value}");
+    }
+}
+
+#[test]
+fn date_two_digit_year_still_read() {
+    let doc = date_of("Sat, 1 Jan 00 00:00:00 +0000");
+
+    assert_eq!(doc.date.as_deref(), Some("2000-01-01T00:00:00Z"));
+}
+
+#[test]
 fn date_garbage_is_null_never_epoch() {
     for value in ["", "0", "garbage", "Thu, 01 Jan 1970", "(only a comment)"] {
         let doc = date_of(value);

@@ -356,4 +356,49 @@ impl Setup {
     pub fn metrics_port(&self) -> u16 {
         self.metrics_port
     }
+
+    /// Starts `mailbridge run` with `env` set and standard output piped,
+    /// appending to the log file.
+    pub fn start_piped(&self, env: &[(&str, &str)]) -> Bridge<'_> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file())
+            .expect("open log file");
+        let child = self
+            .command()
+            .envs(env.iter().copied())
+            .arg("run")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start mailbridge run");
+        Bridge { setup: self, child }
+    }
+
+    /// Runs `mailbridge authorize` again, as an operator would while the
+    /// bridge runs.
+    pub async fn authorize_again(&self) {
+        self.authorize().await;
+    }
+}
+
+impl Bridge<'_> {
+    /// Takes the read end of standard output, when it is piped.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    /// Waits up to `wait` for the process to exit on its own, and returns
+    /// its status, or `None` while it still runs.
+    pub async fn exit_within(&mut self, wait: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("check the exit") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
 }

@@ -412,11 +412,13 @@ async fn kafka_close_commits_after_failed_commit() {
     let first = next(&mut consumer).await;
     let second = next(&mut consumer).await;
 
-    // The commit that finishing the first record sends fails, so only the
-    // commit at close can store its position.
+    // The commit that finishing the first record waits for fails, so only
+    // the commit at close can store its position.
     let failure = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_COMMIT_OFFSET_SIZE];
     cluster.request_errors(RDKafkaApiKey::OffsetCommit, &failure);
-    first.finish().await.expect("finish the first record");
+    let err = first.finish().await.expect_err("the commit fails");
+    assert_eq!(err.kind(), "commit");
+    assert!(err.is_transient(), "{err}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_close = committed_on(&bootstrap, &group, &topic, 1).await;
     drop(second);

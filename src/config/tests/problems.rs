@@ -697,3 +697,49 @@ fn inbox_listed_twice_in_other_case() {
         Ok(())
     });
 }
+
+#[test]
+fn removing_mail_needs_broker() {
+    for action in [
+        "after_publish = \"delete\"",
+        "after_publish = \"move\"\nmove_to = \"Done\"",
+    ] {
+        jail(|jail| {
+            let toml = base_with("broker = \"kafka\"\ntopic = \"mail.inbound\"", action);
+
+            let problems = problems(load_toml(jail, &toml));
+
+            assert_eq!(problems.len(), 1, "{problems:#?}");
+            let after_publish = problem(&problems, "inbound.tickets.after_publish");
+            assert!(
+                after_publish
+                    .reason
+                    .contains("standard output cannot confirm"),
+                "{}",
+                after_publish.reason
+            );
+            assert_eq!(
+                after_publish.env,
+                "MAILBRIDGE_INBOUND__TICKETS__AFTER_PUBLISH"
+            );
+            let fix = after_publish.fix.as_deref().unwrap_or_default();
+            assert!(fix.contains("set broker"), "{fix}");
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn marking_mail_without_broker_accepted() {
+    jail(|jail| {
+        let toml = base_with(
+            "broker = \"kafka\"\ntopic = \"mail.inbound\"",
+            "after_publish = \"mark_seen\"",
+        );
+
+        let config = load_toml(jail, &toml);
+
+        assert!(config.is_ok(), "{config:?}");
+        Ok(())
+    });
+}

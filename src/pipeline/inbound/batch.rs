@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, error, warn};
 
 use super::{MailboxWatch, WatchError};
-use crate::broker::Record;
+use crate::broker::{PublishError, Record};
 use crate::config::AfterPublish;
 use crate::imap::{Fetched, PostProcess, Session};
 use crate::mail::{
@@ -79,7 +79,10 @@ impl MailboxWatch {
         position: &mut Checkpoint,
         uids: &[u32],
     ) -> Result<(), WatchError> {
-        let fetched = session.fetch(uids).await?;
+        // A mail past max_message_bytes is published with its header
+        // fields only, so its body is not fetched either.
+        let max_bytes = self.options.max_message_bytes;
+        let fetched = session.fetch_up_to(uids, max_bytes).await?;
         let known = self.known_keys(position)?;
         let documents = self.documents(&fetched, position.uidvalidity, &known);
         debug!(
@@ -243,6 +246,7 @@ impl MailboxWatch {
     /// Publishes `records` until the broker confirms them all, keeping the
     /// IMAP session alive between attempts. Nothing after this step runs
     /// while the broker is unreachable, so nothing is acknowledged early.
+    /// A closed sink ends the attempts with [`WatchError::SinkClosed`].
     pub(super) async fn publish_until_confirmed(
         &self,
         session: &mut Session,
@@ -265,6 +269,9 @@ impl MailboxWatch {
             self.shared
                 .metrics
                 .record_publish_failure(pipeline, err.kind(), records.len());
+            if sink_closed(&err) {
+                return Err(WatchError::SinkClosed(err));
+            }
             let delay = backoff.next_delay();
             warn!(
                 pipeline = %pipeline, mailbox = %self.mailbox, error = %err,
@@ -282,6 +289,20 @@ impl MailboxWatch {
             session.noop(self.shared.settings.liveness_timeout).await?;
         }
     }
+}
+
+/// Tells whether `err` means that the sink is closed for good. Only a
+/// permanent write error of standard output (a broken pipe) is: a broker's
+/// permanent errors, such as a missing queue, end when an operator fixes
+/// the broker, so those batches are retried.
+fn sink_closed(err: &PublishError) -> bool {
+    matches!(
+        err,
+        PublishError::Write {
+            transient: false,
+            ..
+        }
+    )
 }
 
 /// The key that recognises a mail across UIDVALIDITY changes: its

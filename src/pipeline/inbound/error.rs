@@ -1,9 +1,11 @@
 //! Why a mailbox session ended.
 
+use crate::broker::PublishError;
 use crate::imap::ImapError;
 use crate::pipeline::checkpoint::CheckpointError;
 
-/// Failure of a mailbox session; the watch logs it and reconnects.
+/// Failure of a mailbox session; the watch logs it and reconnects, unless
+/// it is fatal.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     /// Connecting, signing in, selecting, fetching, idling or
@@ -13,6 +15,10 @@ pub enum WatchError {
     /// The checkpoint could not be read or saved.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The sink can never accept a record again, as when the reader of
+    /// standard output closed the pipe. The process stops.
+    #[error(transparent)]
+    SinkClosed(PublishError),
     /// The process stops; not a failure.
     #[error("the process is stopping")]
     Shutdown,
@@ -24,6 +30,7 @@ impl WatchError {
         match self {
             Self::Imap(err) => err.kind(),
             Self::Checkpoint(err) => err.kind(),
+            Self::SinkClosed(err) => err.kind(),
             Self::Shutdown => "shutdown",
         }
     }
@@ -34,7 +41,13 @@ impl WatchError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Imap(err) => err.is_transient(),
-            Self::Checkpoint(_) | Self::Shutdown => false,
+            Self::Checkpoint(_) | Self::SinkClosed(_) | Self::Shutdown => false,
         }
+    }
+
+    /// Whether the process must stop, because no retry and no change of
+    /// state outside the process can fix the failure.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::SinkClosed(_))
     }
 }

@@ -14,7 +14,7 @@ mod position;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::backoff::Backoff;
@@ -51,6 +51,8 @@ pub struct Shared {
     pub readiness: Readiness,
     /// Becomes true when the process stops.
     pub shutdown: watch::Receiver<bool>,
+    /// Sender of a fatal error to the runner, which then stops the process.
+    pub fatal: mpsc::UnboundedSender<WatchError>,
 }
 
 /// The watch of one mailbox.
@@ -99,8 +101,8 @@ impl MailboxWatch {
         format!("inbound/{}/{}", self.shared.pipeline, self.mailbox)
     }
 
-    /// Runs until shutdown. Failures are logged, counted and retried;
-    /// they never end the watch.
+    /// Runs until shutdown. Failures are logged, counted and retried,
+    /// except a fatal one, which is sent to the runner to stop the process.
     pub async fn run(mut self) {
         let mut backoff = Backoff::new(RECONNECT_BASE, RECONNECT_CAP);
         self.shared
@@ -119,6 +121,10 @@ impl MailboxWatch {
                     self.sleep(RENEW_PAUSE).await;
                 }
                 Err(WatchError::Shutdown) => break,
+                Err(err) if err.is_fatal() => {
+                    let _ = self.shared.fatal.send(err);
+                    break;
+                }
                 Err(err) => self.failed(&err, &mut backoff).await,
             }
             if self.stopping() {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::warn;
 
@@ -14,7 +14,7 @@ use crate::broker::{Publisher, Target};
 use crate::config::{Broker, Config, Inbound};
 use crate::imap::Connector;
 use crate::pipeline::backoff::Backoff;
-use crate::pipeline::inbound::{MailboxWatch, Shared};
+use crate::pipeline::inbound::{MailboxWatch, Shared, WatchError};
 use crate::telemetry::{InboundMetrics, Readiness};
 
 /// Returns the task of one inbound pipeline.
@@ -55,6 +55,7 @@ pub(super) fn start(
         metrics: cx.inbound.clone(),
         readiness: cx.readiness.clone(),
         shutdown: cx.shutdown.clone(),
+        fatal: cx.fatal.clone(),
     };
 
     Ok(pipeline.run())
@@ -86,6 +87,7 @@ struct Pipeline {
     metrics: InboundMetrics,
     readiness: Readiness,
     shutdown: watch::Receiver<bool>,
+    fatal: mpsc::UnboundedSender<WatchError>,
 }
 
 impl Pipeline {
@@ -102,6 +104,7 @@ impl Pipeline {
             metrics: self.metrics.clone(),
             readiness: self.readiness.clone(),
             shutdown: self.shutdown.clone(),
+            fatal: self.fatal.clone(),
         };
         let mut watches = JoinSet::new();
         for mailbox in &self.settings.mailboxes {

@@ -7,16 +7,20 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use prometheus::Registry;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info};
 
 mod inbound;
+mod lock;
 mod outbound;
+
+pub use lock::{LockError, StateLock};
 
 use crate::auth::{ProviderError, ProviderSettings, TokenProvider};
 use crate::config::Config;
 use crate::imap::ImapError;
+use crate::pipeline::inbound::WatchError;
 use crate::smtp::transport::SmtpError;
 use crate::telemetry::{InboundMetrics, Metrics, OutboundMetrics, Readiness, http};
 
@@ -26,9 +30,12 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often account readiness follows the token providers.
 const ACCOUNT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Failure to start.
+/// Failure to start, or a failure that stopped the process.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// Another process uses the state directory, or it cannot be locked.
+    #[error(transparent)]
+    Lock(#[from] LockError),
     /// The metrics endpoint could not listen.
     #[error("failed to listen on {address} (metrics.listen): {source}; choose a free address")]
     Listen {
@@ -48,6 +55,10 @@ pub enum RunError {
     /// The metrics could not be registered.
     #[error("failed to register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// A pipeline failed in a way no retry can fix, so every pipeline was
+    /// stopped.
+    #[error("stopped every pipeline: {0}")]
+    Stopped(#[source] Box<WatchError>),
 }
 
 /// What every pipeline shares.
@@ -58,10 +69,18 @@ struct Context {
     outbound: OutboundMetrics,
     readiness: Readiness,
     shutdown: watch::Receiver<bool>,
+    fatal: mpsc::UnboundedSender<WatchError>,
 }
 
-/// Runs every pipeline until `shutdown` becomes true, then drains them.
-pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
+/// Runs every pipeline until `signal` becomes true or a pipeline fails
+/// fatally, then drains them. The state directory stays locked meanwhile.
+pub async fn run(config: Config, signal: watch::Receiver<bool>) -> Result<(), RunError> {
+    let _lock = StateLock::take(&config.state.directory)?;
+
+    // The pipelines follow a stop of their own, so that a fatal failure
+    // stops them as a stop signal does.
+    let (stop, shutdown) = watch::channel(false);
+    let (fatal, mut fatal_errors) = mpsc::unbounded_channel();
     let registry = Registry::new();
     let cx = Context {
         metrics: Metrics::new(&registry)?,
@@ -70,6 +89,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         registry,
         readiness: Readiness::default(),
         shutdown,
+        fatal,
     };
     let address = config.metrics.listen;
     let listener = http::bind(address)
@@ -101,11 +121,26 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         "mailbridge started"
     );
 
-    stopped(cx.shutdown.clone()).await;
+    let failure = tokio::select! {
+        () = stopped(signal) => None,
+        Some(err) = fatal_errors.recv() => Some(err),
+    };
+    // The caller logs the error itself once the pipelines have stopped.
+    if let Some(err) = &failure {
+        info!(
+            error_type = err.kind(),
+            "Pipeline failed for good; stopping every pipeline"
+        );
+    }
+    let _ = stop.send(true);
     drain(tasks).await;
     server.abort();
     info!("mailbridge stopped");
-    Ok(())
+
+    match failure {
+        Some(err) => Err(RunError::Stopped(Box::new(err))),
+        None => Ok(()),
+    }
 }
 
 async fn stopped(mut shutdown: watch::Receiver<bool>) {

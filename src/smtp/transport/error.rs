@@ -47,8 +47,7 @@ impl fmt::Display for TlsProblem {
     }
 }
 
-const HANDSHAKE_FIX: &str =
-    "check that the certificate is valid for the host, or set ca_file to the CA that issued it";
+const HANDSHAKE_FIX: &str = crate::tls::CERTIFICATE_FIX;
 const TOKEN_USER_FIX: &str = "the token's user must match the account address, which is sent as \
      the SASL user; check address and login_hint, then run `mailbridge authorize ACCOUNT`";
 const AUTH_DISABLED_FIX: &str = "SMTP AUTH is disabled for the tenant or the mailbox; enable it \
@@ -102,7 +101,7 @@ pub enum SmtpError {
     /// The TLS handshake of `tls = "implicit"` failed.
     #[error(
         "TLS handshake with SMTP server {server} failed: {source}; {}",
-        HANDSHAKE_FIX
+        crate::tls::handshake_fix(source)
     )]
     TlsHandshake {
         server: String,
@@ -453,7 +452,7 @@ impl SmtpError {
     /// `Display` fills in.
     pub fn hint(&self) -> Option<&str> {
         let hint = match self {
-            Self::TlsHandshake { .. } => HANDSHAKE_FIX,
+            Self::TlsHandshake { source, .. } => crate::tls::handshake_fix(source),
             Self::TlsRequiredUnavailable { problem, .. } => problem.fix(),
             Self::NoMechanism { .. } => {
                 "the server must offer AUTH XOAUTH2 or OAUTHBEARER; enable OAuth2 sign-in for SMTP"

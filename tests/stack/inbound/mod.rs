@@ -2,6 +2,9 @@
 //! postfix or appended over IMAP arrives in Kafka and RabbitMQ as JSON
 //! documents, once, whatever stops in between.
 
+mod limits;
+mod stopping;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
