@@ -58,7 +58,7 @@ impl MailboxWatch {
         }
     }
 
-    /// UIDs above the checkpoint, without those the filter skips unseen.
+    /// Returns the UIDs above the checkpoint, without those the filter skips.
     async fn pending(
         &self,
         session: &mut Session,
@@ -72,7 +72,7 @@ impl MailboxWatch {
         Ok(uids)
     }
 
-    /// One batch: fetch, publish, post-process, checkpoint.
+    /// Runs one batch: fetch, publish, post-process, checkpoint.
     async fn batch(
         &mut self,
         session: &mut Session,
@@ -114,7 +114,7 @@ impl MailboxWatch {
         self.save(*position)
     }
 
-    /// Keys published before a UIDVALIDITY change, while `skip_known`
+    /// Returns the keys published before a UIDVALIDITY change, while `skip_known`
     /// applies.
     fn known_keys(&self, position: &Checkpoint) -> Result<HashSet<String>, WatchError> {
         match position.filter {
@@ -305,7 +305,7 @@ fn sink_closed(err: &PublishError) -> bool {
     )
 }
 
-/// The key that recognises a mail across UIDVALIDITY changes: its
+/// Returns the key that recognises a mail across UIDVALIDITY changes: its
 /// Message-ID, or its content hash when it has none.
 fn dedupe_key(document: &InboundMail) -> String {
     match &document.message_id {
