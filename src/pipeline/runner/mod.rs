@@ -116,10 +116,7 @@ pub async fn run(config: Config, signal: watch::Receiver<bool>) -> Result<(), Ru
         cx.readiness.clone(),
         stopped(cx.shutdown.clone()),
     ));
-    info!(
-        metrics = %address, inbound = config.inbound.len(), outbound = config.outbound.len(),
-        "mailbridge started"
-    );
+    log_summary(&config, address);
 
     let failure = tokio::select! {
         () = stopped(signal) => None,
@@ -153,6 +150,38 @@ async fn drain(mut tasks: JoinSet<()>) {
         error!(
             timeout_s = DRAIN_TIMEOUT.as_secs(),
             "Pipelines did not stop in time; aborting them"
+        );
+    }
+}
+
+/// Logs what runs, by name only: no address, host credential or secret.
+fn log_summary(config: &Config, metrics: SocketAddr) {
+    let names = |keys: Vec<&String>| keys.into_iter().cloned().collect::<Vec<_>>().join(",");
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        metrics = %metrics,
+        state = %config.state.directory.display(),
+        accounts = %names(config.accounts.keys().collect()),
+        brokers = %names(config.brokers.keys().collect()),
+        inbound = %names(config.inbound.keys().collect()),
+        outbound = %names(config.outbound.keys().collect()),
+        "mailbridge started"
+    );
+    for (name, inbound) in &config.inbound {
+        info!(
+            pipeline = %name, account = %inbound.account, mailboxes = ?inbound.mailboxes,
+            broker = inbound.broker.as_deref().unwrap_or("stdout"), mode = ?inbound.mode,
+            after_publish = ?inbound.after_publish,
+            "Inbound pipeline"
+        );
+    }
+    for (name, outbound) in &config.outbound {
+        let source = outbound.topic.as_ref().or(outbound.queue.as_ref());
+        info!(
+            pipeline = %name, account = %outbound.account, broker = %outbound.broker,
+            source = source.map_or("", String::as_str), dead_letter = %outbound.dead_letter,
+            max_in_flight = outbound.max_in_flight.get(),
+            "Outbound pipeline"
         );
     }
 }
