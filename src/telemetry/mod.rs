@@ -6,6 +6,8 @@
 //! - [`metrics`] defines the OAuth2 and sign-in metric handles and one
 //!   recording method per event; [`inbound`] and [`outbound`] those of
 //!   the pipelines.
+//! - [`process`] registers the `process_*` metrics of the running
+//!   process.
 //! - [`http`] serves `/metrics`, `/healthz` and `/readyz`.
 //! - [`logging`] installs the tracing subscriber.
 
@@ -14,6 +16,7 @@ pub mod inbound;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;
+pub mod process;
 
 pub use http::Readiness;
 pub use inbound::InboundMetrics;

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::imap::ImapError;
 use crate::pipeline::inbound::WatchError;
 use crate::smtp::transport::SmtpError;
-use crate::telemetry::{InboundMetrics, Metrics, OutboundMetrics, Readiness, http};
+use crate::telemetry::{InboundMetrics, Metrics, OutboundMetrics, Readiness, http, process};
 
 /// Time the pipelines get to finish their batches after a stop signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,6 +82,7 @@ pub async fn run(config: Config, signal: watch::Receiver<bool>) -> Result<(), Ru
     let (stop, shutdown) = watch::channel(false);
     let (fatal, mut fatal_errors) = mpsc::unbounded_channel();
     let registry = Registry::new();
+    process::register(&registry)?;
     let cx = Context {
         metrics: Metrics::new(&registry)?,
         inbound: InboundMetrics::new(&registry)?,
