@@ -12,6 +12,7 @@
 //! - [`smtp`] builds the MIME message of a send request and submits it
 //!   over SMTP with OAuth2 sign-in.
 //! - [`broker`] publishes to Kafka, AMQP or standard output.
+//! - [`check`] diagnoses the connection, TLS, token and sign-in of accounts.
 //! - [`pipeline`] joins a mailbox watcher to a publisher and acknowledges
 //!   a mail only after the broker confirmed it.
 //! - [`state`] writes the files of the state directory atomically.
@@ -23,6 +24,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod check;
 pub mod config;
 pub mod imap;
 pub mod mail;

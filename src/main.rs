@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mailbridge::config::{self, Config, ConfigError};
-use mailbridge::{auth, pipeline};
+use mailbridge::{auth, check, pipeline};
 
 /// Exit status for invalid configuration: `EX_CONFIG` of sysexits.h.
 const EX_CONFIG: u8 = 78;
@@ -61,6 +61,26 @@ enum Command {
         #[arg(long, conflicts_with = "device")]
         paste: bool,
     },
+
+    /// Diagnose the IMAP and SMTP endpoints of accounts step by step:
+    /// resolution, TCP, TLS, certificates, capabilities, token, sign-in and
+    /// SELECT. Sends no mail. Exit status: 0 when every step passed, 1
+    /// when one failed, 64 for an unknown ACCOUNT, 78 for invalid
+    /// configuration.
+    Check {
+        /// Name of the account, as in `[accounts.NAME]`. Default: every
+        /// account.
+        account: Option<String>,
+        /// Check IMAP. Without --imap or --smtp, both are checked.
+        #[arg(long)]
+        imap: bool,
+        /// Check SMTP.
+        #[arg(long)]
+        smtp: bool,
+        /// Print one JSON object with every step instead of text lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -89,6 +109,19 @@ fn main() -> anyhow::Result<ExitCode> {
                 paste,
             };
             return authorize(&config, &account, options);
+        }
+        Command::Check {
+            account,
+            imap,
+            smtp,
+            json,
+        } => {
+            let options = check::Options {
+                account,
+                imap,
+                smtp,
+            };
+            return run_check(&config, &options, json);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -153,6 +186,33 @@ fn authorize(
                 false => Ok(ExitCode::FAILURE),
             }
         }
+    }
+}
+
+/// Runs `mailbridge check`, printing each text line as its step ends, or
+/// one JSON object at the end.
+fn run_check(config: &Config, options: &check::Options, json: bool) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    let mut steps = Vec::new();
+    let mut sink = |step: check::Step| match json {
+        true => steps.push(step),
+        false => println!("{}", check::report::line(&step)),
+    };
+    let passed = match runtime.block_on(check::run(config, options, &mut sink)) {
+        Ok(passed) => passed,
+        Err(err) => {
+            eprintln!("error: {err}");
+            let status = if err.is_usage() { EX_USAGE } else { EX_CONFIG };
+            return Ok(ExitCode::from(status));
+        }
+    };
+
+    if json {
+        println!("{}", check::report::json(&steps, passed));
+    }
+    match passed {
+        true => Ok(ExitCode::SUCCESS),
+        false => Ok(ExitCode::FAILURE),
     }
 }
 

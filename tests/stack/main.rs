@@ -13,6 +13,7 @@ mod support;
 
 mod amqp;
 mod authorize;
+mod check;
 mod consume;
 mod imap;
 mod imap_session;

@@ -216,6 +216,22 @@ impl Sender {
         }
     }
 
+    /// Opens a new connection, signs in and closes it with QUIT without
+    /// sending mail, for `mailbridge check`. Returns the AUTH mechanisms
+    /// and the SIZE limit (RFC 1870) that EHLO listed after TLS started.
+    ///
+    /// # Errors
+    ///
+    /// Any [`SmtpError`] of connecting, TLS, EHLO or AUTH.
+    pub async fn sign_in_only(&self) -> Result<(Vec<String>, Option<u64>), SmtpError> {
+        let connection = auth::sign_in(&self.settings).await?;
+        let mechanisms = connection.capabilities.mechanisms().to_vec();
+        let size = connection.capabilities.max_message_bytes();
+        connection.quit().await;
+
+        Ok((mechanisms, size))
+    }
+
     /// Closes every idle connection with QUIT, for a clean shutdown.
     /// Connections in use stay open until their send ends.
     pub async fn close_idle(&self) {
