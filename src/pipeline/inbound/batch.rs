@@ -83,8 +83,8 @@ impl MailboxWatch {
         // fields only, so its body is not fetched either.
         let max_bytes = self.options.max_message_bytes;
         let fetched = session.fetch_up_to(uids, max_bytes).await?;
-        let known = self.known_keys(position)?;
-        let documents = self.documents(&fetched, position.uidvalidity, &known);
+        self.load_known(position)?;
+        let documents = self.documents(&fetched, position.uidvalidity, self.known.as_ref());
         debug!(
             mailbox = %self.mailbox, fetched = fetched.len(),
             publishing = documents.records.len(), "Fetched batch"
@@ -103,31 +103,37 @@ impl MailboxWatch {
             .post_process(&processed, &self.post_process())
             .await?;
         self.checkpoints.remember(&documents.keys)?;
+        if let Some(known) = &mut self.known {
+            known.extend(documents.keys.iter().cloned());
+        }
         position.last_uid = uids.iter().copied().max().unwrap_or(position.last_uid);
         if position
             .filter
             .is_some_and(|filter| filter.through() <= position.last_uid)
         {
             position.filter = None;
+            self.known = None;
         }
 
         self.save(*position)
     }
 
-    /// Returns the keys published before a UIDVALIDITY change, while `skip_known`
-    /// applies.
-    fn known_keys(&self, position: &Checkpoint) -> Result<HashSet<String>, WatchError> {
-        match position.filter {
-            Some(Filter::Known { .. }) => Ok(self.checkpoints.known()?),
-            _ => Ok(HashSet::new()),
+    /// Reads the keys of the mail this mailbox published, once, while
+    /// `skip_known` applies after a UIDVALIDITY change.
+    fn load_known(&mut self, position: &Checkpoint) -> Result<(), WatchError> {
+        let applies = matches!(position.filter, Some(Filter::Known { .. }));
+        if applies && self.known.is_none() {
+            self.known = Some(self.checkpoints.known()?);
         }
+
+        Ok(())
     }
 
     fn documents(
         &self,
         fetched: &[Fetched],
         uidvalidity: u32,
-        known: &HashSet<String>,
+        known: Option<&HashSet<String>>,
     ) -> Documents {
         let mut documents = Documents {
             records: Vec::with_capacity(fetched.len()),
@@ -141,7 +147,7 @@ impl MailboxWatch {
                 documents.unparsed.push(mail.uid);
             }
             let key = dedupe_key(&document);
-            if known.contains(&key) {
+            if known.is_some_and(|known| known.contains(&key)) {
                 debug!(mailbox = %self.mailbox, uid = mail.uid, "Skipping mail published before the UIDVALIDITY change");
                 continue;
             }

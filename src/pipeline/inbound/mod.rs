@@ -11,6 +11,7 @@ mod batch;
 mod error;
 mod position;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -61,9 +62,12 @@ pub struct MailboxWatch {
     mailbox: String,
     checkpoints: CheckpointStore,
     options: DocumentOptions,
+    /// Keys of the published mail while `skip_known` applies, read from
+    /// the checkpoint files once rather than for every batch.
+    known: Option<HashSet<String>>,
 }
 
-/// Why a session ended without an error.
+/// Reason a session ended without an error.
 enum Exit {
     /// The process stops.
     Shutdown,
@@ -90,6 +94,7 @@ impl MailboxWatch {
             mailbox: mailbox.to_owned(),
             checkpoints,
             options,
+            known: None,
         }
     }
 
@@ -152,8 +157,8 @@ impl MailboxWatch {
         self.sleep(delay).await;
     }
 
-    /// One IMAP session: sign in, select, then alternate between catching
-    /// up and waiting.
+    /// Runs one IMAP session: sign in, select, then alternate between
+    /// catching up and waiting.
     async fn session(&mut self, backoff: &mut Backoff) -> Result<Exit, WatchError> {
         let mut session = self.shared.connector.connect().await?;
         if let Some(target) = &self.shared.settings.move_to {
@@ -219,10 +224,11 @@ impl MailboxWatch {
         Ok(None)
     }
 
-    /// Time left before the session is renewed: the access token's refresh
-    /// point, which leaves the refresh margin before it expires, so that
-    /// the new session signs in with a fresh token before a server such
-    /// as Exchange Online ends the old one. `None` when that time has come.
+    /// Returns the time left until the access token's refresh point, when
+    /// the session is renewed, or `None` when that time has come. The
+    /// refresh margin remains before expiry, so the new session signs in
+    /// with a fresh token before a server such as Exchange Online ends the
+    /// old one.
     async fn until_renewal(&self) -> Option<Duration> {
         let Some(refresh_at) = self.shared.tokens.access_token_refresh_at().await else {
             return Some(Duration::MAX);
