@@ -13,7 +13,7 @@ use rustls_pki_types::pem::PemObject;
 /// Failure to build a TLS client configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// The CA file could not be read or holds no usable certificate.
+    /// The CA file could not be read or contains no usable certificate.
     #[error("failed to load CA file {}: {reason}; check ca_file", file.display())]
     CaFile { file: PathBuf, reason: String },
     /// Neither the platform nor `ca_file` supplied a root certificate.

@@ -52,8 +52,8 @@ choice! {
 }
 
 choice! {
-    /// What happens when a mailbox's UIDVALIDITY changes, which makes the
-    /// stored UIDs meaningless (the mailbox was recreated or restored).
+    /// Policy for a UIDVALIDITY change, which makes the stored UIDs
+    /// meaningless (the mailbox was recreated or restored).
     pub enum UidvalidityChange {
         /// Publishes only mail whose Message-ID (or content hash, without
         /// one) was not published from this mailbox before.

@@ -76,7 +76,7 @@ pub enum CheckpointError {
         path: PathBuf,
         source: io::Error,
     },
-    /// The file holds something else than a checkpoint.
+    /// The file contains something other than a checkpoint.
     #[error("checkpoint file {} is corrupt ({reason}); restore it from a backup, or delete it to start over as `start_from` says", path.display())]
     Corrupt { path: PathBuf, reason: String },
     /// The file belongs to another account or mailbox.
@@ -176,6 +176,9 @@ impl CheckpointStore {
     }
 
     /// Appends the keys of published mail and syncs them.
+    ///
+    /// NOTE: the file only grows, about 50 bytes per published mail, and
+    /// is never compacted.
     pub fn remember(&self, keys: &[String]) -> Result<(), CheckpointError> {
         if keys.is_empty() {
             return Ok(());

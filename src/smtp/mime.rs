@@ -39,10 +39,10 @@ const QP_LINE: usize = 73;
 ///
 /// On a resend of the same request the sender reuses this value, bytes
 /// and `message_id` included, instead of building again. A request with
-/// an `id` but no `message_id` gets a Message-ID derived from the `id`,
-/// so that a request consumed twice (after a crash) goes out with the
-/// same Message-ID and receivers can spot the duplicate; only a request
-/// with neither gets a random one.
+/// an `id` but no `message_id` gets a Message-ID derived from the `id`.
+/// So a request consumed twice (after a crash) goes out with the same
+/// Message-ID, and receivers can spot the duplicate. Only a request with
+/// neither gets a random one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Built {
     /// The Message-ID header value, with angle brackets.
@@ -104,9 +104,9 @@ fn internal(what: &str) -> Rejection {
     Rejection::new(RejectReason::InvalidField, detail)
 }
 
-/// Returns the Message-ID of the request; else one derived from its `id`
-/// (128 bits of a SHA-256 of the domain and the id); else 128 random
-/// bits; each at `domain` (RFC 5322 section 3.6.4).
+/// Returns the Message-ID of the request, at `domain` (RFC 5322 section
+/// 3.6.4). It is the request's own, else one derived from its `id` (128
+/// bits of a SHA-256 of the domain and the id), else 128 random bits.
 fn message_id(request: &Request, domain: &str) -> Result<String, Rejection> {
     if let Some(id) = request.message_id() {
         return Ok(format!("<{id}>"));

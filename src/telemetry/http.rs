@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 pub struct ComponentState {
     /// Whether the component works.
     pub ready: bool,
-    /// Why it does not, in the words of its last error.
+    /// Reason it does not work, in the words of its last error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

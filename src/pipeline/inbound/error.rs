@@ -1,4 +1,4 @@
-//! Why a mailbox session ended.
+//! The errors that end a mailbox session.
 
 use crate::broker::PublishError;
 use crate::imap::ImapError;

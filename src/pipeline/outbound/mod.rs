@@ -5,6 +5,11 @@
 //! Up to `max_in_flight` requests are handled at once. Kafka commits an
 //! offset only when every earlier offset of its partition is finished,
 //! so a crash repeats requests and never skips one.
+//!
+//! NOTE: nothing bounds how far a partition's finished requests run ahead
+//! of a slow unfinished one, so after a crash more than `max_in_flight`
+//! requests can repeat (the stack test saw up to twice as many). A 432
+//! reply is retried, but the pool does not lower its own concurrency.
 
 mod outcome;
 mod send;
@@ -79,7 +84,7 @@ impl OutboundPipeline {
         info!(pipeline = %self.shared.pipeline, "Outbound pipeline stopped");
     }
 
-    /// One consumer session; `Ok` on shutdown.
+    /// Runs one consumer session; returns `Ok` on shutdown.
     async fn consume(
         &self,
         in_flight: &Arc<Semaphore>,

@@ -77,7 +77,8 @@ impl Outcome {
         Self::Sent(status)
     }
 
-    /// A request that failed validation or could not be built.
+    /// Returns the outcome of a request that failed validation or could not
+    /// be built.
     pub(super) fn invalid(
         id: Option<String>,
         message_id: Option<String>,
@@ -90,7 +91,8 @@ impl Outcome {
         Self::Failed(status)
     }
 
-    /// A request the server rejected, or that kept failing transiently.
+    /// Returns the outcome of a request the server rejected, or that kept
+    /// failing transiently.
     pub(super) fn failed(
         id: Option<String>,
         message_id: Option<String>,

@@ -111,7 +111,7 @@ fn hold(shared: &Shared, err: &SmtpError, attempt: u32, delay: Duration) {
         .not_ready(&format!("outbound/{}", shared.pipeline), reason);
 }
 
-/// The reply that caused `err`, when a reply did.
+/// Returns the reply that caused `err`, when a reply did.
 pub(super) fn reply_of(err: &SmtpError) -> Option<SmtpReply> {
     err.code().map(|code| SmtpReply {
         code,

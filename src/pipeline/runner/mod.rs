@@ -61,7 +61,7 @@ pub enum RunError {
     Stopped(#[source] Box<WatchError>),
 }
 
-/// What every pipeline shares.
+/// State that every pipeline shares.
 struct Context {
     registry: Registry,
     metrics: Metrics,

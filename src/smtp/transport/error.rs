@@ -232,7 +232,7 @@ pub enum SmtpError {
     /// `432 4.3.2`: too many parallel submissions from one mailbox.
     #[error(
         "SMTP server {server} limits parallel submissions from this mailbox ({reply}); \
-         retry later, and lower max_connections if it repeats"
+         retry later, and lower the pipeline's max_in_flight if it repeats"
     )]
     ConcurrencyLimit { server: String, reply: Box<Reply> },
     /// Microsoft 365's `SubmissionQuotaExceeded`: the mailbox reached its
