@@ -1,5 +1,7 @@
 //! Command-line entry point of mailbridge.
 
+#![forbid(unsafe_code)]
+
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
