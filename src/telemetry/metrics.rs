@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use super::token_age::RefreshTokenAges;
+
 /// Upper bounds of the token request duration buckets, in seconds, from
 /// fast responses up to request timeouts.
 const REQUEST_DURATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -40,7 +42,7 @@ pub struct Metrics {
     token_refreshes: IntCounterVec,
     token_refresh_duration: HistogramVec,
     access_token_expiry: IntGaugeVec,
-    refresh_token_age: IntGaugeVec,
+    refresh_token_age: RefreshTokenAges,
     authorization_required: IntGaugeVec,
     auth_failures: IntCounterVec,
 }
@@ -84,14 +86,7 @@ impl Metrics {
                 ),
                 &["account"],
             )?,
-            refresh_token_age: IntGaugeVec::new(
-                Opts::new(
-                    "mailbridge_oauth2_refresh_token_age_seconds",
-                    "Age of the stored refresh token, in seconds since it was issued, \
-                     as of the last load or refresh of the tokens.",
-                ),
-                &["account"],
-            )?,
+            refresh_token_age: RefreshTokenAges::new()?,
             authorization_required: IntGaugeVec::new(
                 Opts::new(
                     "mailbridge_oauth2_authorization_required",
@@ -143,13 +138,11 @@ impl Metrics {
             .set(unix_seconds(expires_at));
     }
 
-    /// Sets the age at `now` of the refresh token of `account` that was
-    /// issued at `issued_at`. A clock set back yields 0.
-    pub fn set_refresh_token_age(&self, account: &str, issued_at: SystemTime, now: SystemTime) {
-        let age = now.duration_since(issued_at).unwrap_or_default();
-        self.refresh_token_age
-            .with_label_values(&[account])
-            .set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+    /// Sets when the refresh token of `account` in use was issued or last
+    /// rotated. Its age is computed from this time at each scrape, so it
+    /// keeps growing while no refresh succeeds.
+    pub fn set_refresh_token_issued_at(&self, account: &str, issued_at: SystemTime) {
+        self.refresh_token_age.set_issued_at(account, issued_at);
     }
 
     /// Sets whether `account` needs `mailbridge authorize`.
@@ -195,7 +188,7 @@ mod tests {
         let now = SystemTime::now();
         metrics.record_token_request("work", "success", Duration::from_millis(120));
         metrics.set_access_token_expiry("work", now + Duration::from_secs(3600));
-        metrics.set_refresh_token_age("work", now - Duration::from_secs(86_400), now);
+        metrics.set_refresh_token_issued_at("work", now - Duration::from_secs(86_400));
         metrics.set_authorization_required("work", true);
         metrics.record_auth_failure("work", Protocol::OAuth2, "invalid_grant");
         render(&registry)

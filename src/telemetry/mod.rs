@@ -6,6 +6,7 @@
 //! - [`metrics`] defines the OAuth2 and sign-in metric handles and one
 //!   recording method per event; [`inbound`] and [`outbound`] those of
 //!   the pipelines.
+//! - `token_age` computes the refresh token ages at each scrape.
 //! - [`process`] registers the `process_*` metrics of the running
 //!   process.
 //! - [`http`] serves `/metrics`, `/healthz` and `/readyz`.
@@ -17,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod process;
+mod token_age;
 
 pub use http::Readiness;
 pub use inbound::InboundMetrics;

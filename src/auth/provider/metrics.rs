@@ -7,13 +7,14 @@
 //!   failure with the error kind as reason;
 //! - the access token's expiry, when a token is received or read from the
 //!   token file;
-//! - the refresh token's age since its last issue or rotation, when the
-//!   tokens are read from the file or committed after a refresh;
+//! - the time the refresh token in use was issued or last rotated, when
+//!   the tokens are read from the file or committed after a refresh, from
+//!   which each scrape computes the token's age;
 //! - whether the account needs authorization, at start and whenever the
 //!   account is marked or cleared.
 
 use std::future::Future;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use super::Inner;
 use crate::auth::OAuth2Error;
@@ -51,14 +52,14 @@ impl Inner {
         }
     }
 
-    /// Records the age of the refresh token in use, which a rotation
-    /// issued anew.
-    pub(super) fn record_refresh_token_age(&self, tokens: &StoredTokens) {
+    /// Records when the refresh token in use was issued, which a rotation
+    /// counts as a new issue.
+    pub(super) fn record_refresh_token_issued(&self, tokens: &StoredTokens) {
         let issued_at = tokens
             .refresh_token_rotated_at
             .or(tokens.refresh_token_issued_at);
         if let (Some(metrics), Some(issued_at)) = (&self.metrics, issued_at) {
-            metrics.set_refresh_token_age(&self.account, issued_at, SystemTime::now());
+            metrics.set_refresh_token_issued_at(&self.account, issued_at);
         }
     }
 
@@ -75,7 +76,7 @@ impl Inner {
         // The provider is not built yet, so nothing else holds the lock.
         let cache = self.cache.try_lock();
         if let Some(tokens) = cache.ok().as_ref().and_then(|cache| cache.tokens.as_ref()) {
-            self.record_refresh_token_age(tokens);
+            self.record_refresh_token_issued(tokens);
             self.record_access_token(tokens);
         }
     }

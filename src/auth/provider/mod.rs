@@ -369,7 +369,7 @@ impl Inner {
         if let Some(tokens) = loaded
             && cache.tokens.as_ref() != Some(&tokens)
         {
-            self.record_refresh_token_age(&tokens);
+            self.record_refresh_token_issued(&tokens);
             self.record_access_token(&tokens);
             cache.tokens = Some(tokens);
             cache.lifetime = None;
@@ -400,7 +400,7 @@ impl Inner {
         let error = match result {
             Ok(token) => {
                 self.record_access_token(&tokens);
-                self.record_refresh_token_age(&tokens);
+                self.record_refresh_token_issued(&tokens);
                 cache.tokens = Some(tokens);
                 cache.unsaved = false;
                 self.clear_needs_authorization();
