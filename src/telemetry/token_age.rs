@@ -75,12 +75,12 @@ mod tests {
         let families = registry.gather();
         let family = families
             .iter()
-            .find(|family| family.get_name() == "mailbridge_oauth2_refresh_token_age_seconds")
+            .find(|family| family.name() == "mailbridge_oauth2_refresh_token_age_seconds")
             .expect("age family gathered");
         let metric = family
             .get_metric()
             .iter()
-            .find(|metric| metric.get_label()[0].get_value() == account)
+            .find(|metric| metric.get_label()[0].value() == account)
             .expect("age of the account gathered");
         metric.get_gauge().get_value() as i64
     }

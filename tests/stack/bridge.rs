@@ -402,3 +402,45 @@ impl Bridge<'_> {
         None
     }
 }
+
+impl Setup {
+    /// Fetches `/readyz` and returns its status and JSON body.
+    pub async fn readyz(&self) -> (u16, Value) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
+        let response = http().get(url).send().await.expect("readyz request");
+        let status = response.status().as_u16();
+        let body = response.json().await.expect("readyz body is JSON");
+        (status, body)
+    }
+
+    /// Polls `/readyz` until `accept` holds for its status and body, and
+    /// returns them. Fails after [`PATIENCE`] with the last body and the log.
+    pub async fn wait_readyz(
+        &self,
+        wait: Duration,
+        accept: impl Fn(u16, &Value) -> bool,
+    ) -> (u16, Value) {
+        let deadline = Instant::now() + wait;
+        let mut last = (0, Value::Null);
+        while Instant::now() < deadline {
+            if let Ok((status, body)) = tokio::time::timeout(PATIENCE, self.readyz()).await {
+                if accept(status, &body) {
+                    return (status, body);
+                }
+                last = (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "/readyz did not reach the expected state in {wait:?}: {} {}\nlog:\n{}",
+            last.0,
+            last.1,
+            self.log()
+        );
+    }
+
+    /// Returns the path of the token file of `account`.
+    pub fn token_file(&self, account: &str) -> PathBuf {
+        self.state().join("tokens").join(format!("{account}.json"))
+    }
+}

@@ -11,6 +11,7 @@ mod records;
 mod signin;
 mod support;
 
+mod accounts;
 mod amqp;
 mod authorize;
 mod check;

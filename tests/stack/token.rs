@@ -409,7 +409,7 @@ impl Drop for RestoreControl {
     }
 }
 
-async fn control(body: Value) -> Value {
+pub(crate) async fn control(body: Value) -> Value {
     let response = http()
         .post(stack("STACK_OAUTH_CONTROL_URL"))
         .json(&body)

@@ -2,7 +2,6 @@
 //! the metrics endpoint, and on shutdown lets each mailbox finish its
 //! batch before the publishers are flushed and closed.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,13 +10,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info};
 
+mod accounts;
 mod inbound;
 mod lock;
 mod outbound;
 
 pub use lock::{LockError, StateLock};
 
-use crate::auth::{ProviderError, ProviderSettings, TokenProvider};
+use crate::auth::ProviderError;
 use crate::config::Config;
 use crate::imap::ImapError;
 use crate::pipeline::inbound::WatchError;
@@ -42,8 +42,8 @@ pub enum RunError {
         address: SocketAddr,
         source: std::io::Error,
     },
-    /// An account's token store could not be read, or its endpoints are
-    /// invalid.
+    /// An account's endpoints are invalid. A token file that cannot be
+    /// used stops only its account's pipelines.
     #[error(transparent)]
     Tokens(#[from] ProviderError),
     /// An account has no usable IMAP settings.
@@ -96,18 +96,26 @@ pub async fn run(config: Config, signal: watch::Receiver<bool>) -> Result<(), Ru
     let listener = http::bind(address)
         .await
         .map_err(|source| RunError::Listen { address, source })?;
-    let providers = token_providers(&config, &cx)?;
+    let accounts = accounts::token_providers(&config, &cx)?;
     let mut tasks = JoinSet::new();
     for (name, inbound) in &config.inbound {
-        let pipeline = inbound::start(&config, &cx, &providers, name, inbound)?;
+        let component = format!("inbound/{name}");
+        if accounts.skip_pipeline(&cx.readiness, &component, &inbound.account) {
+            continue;
+        }
+        let pipeline = inbound::start(&config, &cx, &accounts.providers, name, inbound)?;
         tasks.spawn(pipeline);
     }
     for (name, outbound) in &config.outbound {
-        let tokens = providers[&outbound.account].clone();
+        let component = format!("outbound/{name}");
+        if accounts.skip_pipeline(&cx.readiness, &component, &outbound.account) {
+            continue;
+        }
+        let tokens = accounts.providers[&outbound.account].clone();
         tasks.spawn(outbound::start(&config, &cx, tokens, name, outbound)?);
     }
-    tasks.spawn(watch_accounts(
-        providers,
+    tasks.spawn(accounts::watch_accounts(
+        accounts.providers,
         cx.readiness.clone(),
         cx.shutdown.clone(),
     ));
@@ -184,55 +192,5 @@ fn log_summary(config: &Config, metrics: SocketAddr) {
             max_in_flight = outbound.max_in_flight.get(),
             "Outbound pipeline"
         );
-    }
-}
-
-/// Builds the token provider of every account an inbound pipeline uses.
-fn token_providers(
-    config: &Config,
-    cx: &Context,
-) -> Result<BTreeMap<String, TokenProvider>, RunError> {
-    let mut providers = BTreeMap::new();
-    let inbound = config.inbound.values().map(|inbound| &inbound.account);
-    let outbound = config.outbound.values().map(|outbound| &outbound.account);
-    for name in inbound.chain(outbound) {
-        if providers.contains_key(name) {
-            continue;
-        }
-        let account = &config.accounts[name];
-        let provider = TokenProvider::with_metrics(
-            name,
-            account,
-            &config.state,
-            ProviderSettings::default(),
-            cx.metrics.clone(),
-        )?;
-        providers.insert(name.clone(), provider);
-    }
-    Ok(providers)
-}
-
-/// Keeps each account's readiness in step with its token provider.
-async fn watch_accounts(
-    providers: BTreeMap<String, TokenProvider>,
-    readiness: Readiness,
-    shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        for (name, provider) in &providers {
-            let component = format!("account/{name}");
-            match provider.needs_authorization() {
-                true => readiness.not_ready(
-                    &component,
-                    format!("sign-in needed: run `mailbridge authorize {name}`"),
-                ),
-                false => readiness.ready(&component),
-            }
-        }
-        let mut shutdown = shutdown.clone();
-        tokio::select! {
-            () = tokio::time::sleep(ACCOUNT_CHECK_INTERVAL) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
     }
 }
