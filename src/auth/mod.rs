@@ -39,5 +39,5 @@ pub use grant::{DeviceAuthorization, GrantError, HttpSettings, TokenClient};
 pub use presets::{Preset, PresetError, resolve, validate};
 pub use provider::{ProviderError, ProviderSettings, RetryPolicy, TokenProvider};
 pub use sasl::{InitialResponse, SaslError, error_reply, error_reply_base64, mechanism_name};
-pub use store::{StoreError, StoredTokens, TokenStore, TokenUpdate};
+pub use store::{AccountLock, StoreError, StoredTokens, TokenStore, TokenUpdate};
 pub use token::{AccessToken, RefreshToken};

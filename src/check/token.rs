@@ -40,11 +40,9 @@ pub(crate) fn provider(
 }
 
 /// Returns provider settings that give up within seconds, because a
-/// person waits for the check.
-///
-/// NOTE: the re-check of a rejected refresh token comes after 2 s, not
-/// the 30 s of `mailbridge run`, so a refresh token that another process
-/// rotates at that moment can be reported as needing authorization.
+/// person waits for the check. A `mailbridge run` that refreshes the same
+/// account meanwhile does not get in the way, because both take the
+/// account's lock of the token store and read the file after taking it.
 fn check_settings() -> ProviderSettings {
     let retry = RetryPolicy {
         max_attempts: 2,

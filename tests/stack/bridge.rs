@@ -404,17 +404,18 @@ impl Bridge<'_> {
 }
 
 impl Setup {
-    /// Fetches `/readyz` and returns its status and JSON body.
-    pub async fn readyz(&self) -> (u16, Value) {
+    /// Fetches `/readyz` and returns its status and JSON body, or `None`
+    /// while nothing listens yet.
+    pub async fn readyz(&self) -> Option<(u16, Value)> {
         let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
-        let response = http().get(url).send().await.expect("readyz request");
+        let response = http().get(url).send().await.ok()?;
         let status = response.status().as_u16();
         let body = response.json().await.expect("readyz body is JSON");
-        (status, body)
+        Some((status, body))
     }
 
     /// Polls `/readyz` until `accept` holds for its status and body, and
-    /// returns them. Fails after [`PATIENCE`] with the last body and the log.
+    /// returns them. Fails after `wait` with the last body and the log.
     pub async fn wait_readyz(
         &self,
         wait: Duration,
@@ -423,7 +424,7 @@ impl Setup {
         let deadline = Instant::now() + wait;
         let mut last = (0, Value::Null);
         while Instant::now() < deadline {
-            if let Ok((status, body)) = tokio::time::timeout(PATIENCE, self.readyz()).await {
+            if let Some((status, body)) = self.readyz().await {
                 if accept(status, &body) {
                     return (status, body);
                 }

@@ -433,6 +433,7 @@ async fn token_control_cases_in_sequence() {
     let _restore = RestoreControl;
 
     one_refresh_for_concurrent_callers().await;
+    one_refresh_across_providers().await;
     failure_modes_classified().await;
     invalid_grant_rechecked_then_flagged().await;
     hang_times_out_and_retries().await;
@@ -487,6 +488,60 @@ async fn one_refresh_for_concurrent_callers() {
         "the token was not refreshed before its expiry"
     );
     control(json!({"access_token_lifetime": 3600})).await;
+}
+
+/// Two providers of one account on one state directory, as `mailbridge
+/// run` and `mailbridge check` would have, refresh 2 s tokens for 6 s.
+/// Without the lock of the token store, both would send the same refresh
+/// token, and the server would answer the second with `invalid_grant` and
+/// revoke the family.
+async fn one_refresh_across_providers() {
+    control(json!({"access_token_lifetime": 2})).await;
+    let dir = state_dir();
+    let (account, first) = signed_in(&dir.state, fast_settings()).await;
+    let second =
+        TokenProvider::with_settings(ACCOUNT, &account, &dir.state, fast_settings()).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let callers = [first, second].map(|provider| {
+        tokio::spawn(async move {
+            let mut tokens = Vec::new();
+            while Instant::now() < deadline {
+                let token = provider.access_token().await;
+                tokens.push(token.map_err(|error| error.to_string()));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokens
+        })
+    });
+    let results = futures::future::join_all(callers).await;
+    control(json!({"access_token_lifetime": 3600})).await;
+
+    for (index, result) in results.into_iter().enumerate() {
+        let tokens = result.expect("caller task");
+        assert!(
+            tokens.len() > 10,
+            "provider {index} made {} calls",
+            tokens.len()
+        );
+        let failures: Vec<_> = tokens
+            .iter()
+            .filter_map(|token| token.as_ref().err())
+            .collect();
+        assert!(
+            failures.is_empty(),
+            "provider {index} failed {} of {} calls, first: {}",
+            failures.len(),
+            tokens.len(),
+            failures[0]
+        );
+    }
+    let stored = stored_refresh_token(&dir.state);
+    assert_eq!(
+        introspect(stored.expose()).await["active"],
+        true,
+        "the stored refresh token was revoked"
+    );
 }
 
 async fn failure_modes_classified() {

@@ -245,7 +245,7 @@ pub async fn run(config: &Config, name: &str, options: Options) -> Result<Outcom
         Grant::AuthorizationCode | Grant::DeviceCode => device(&client).await?,
     };
     let tokens = StoredTokens::authorized(&preset.token_url, update, SystemTime::now());
-    TokenStore::new(&config.state).save(name, &tokens)?;
+    save(TokenStore::new(&config.state), name, tokens.clone()).await?;
 
     let scopes = match tokens.scopes.is_empty() {
         true => preset.scopes,
@@ -259,6 +259,18 @@ pub async fn run(config: &Config, name: &str, options: Options) -> Result<Outcom
 }
 
 /// Runs the device-code grant: prints where to sign in, then polls.
+/// Saves the tokens of a new sign-in under the account's lock of the
+/// store, so that a refresh running in another process does not
+/// overwrite them with the tokens it read before.
+async fn save(store: TokenStore, name: &str, tokens: StoredTokens) -> Result<(), StoreError> {
+    let name = name.to_owned();
+    let task = tokio::task::spawn_blocking(move || {
+        let _lock = store.lock(&name)?;
+        store.save(&name, &tokens)
+    });
+    task.await.expect("the token save does not panic")
+}
+
 async fn device(client: &TokenClient) -> Result<TokenUpdate, AuthorizeError> {
     let device = client.start_device().await?;
     eprintln!(

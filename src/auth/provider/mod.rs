@@ -9,9 +9,12 @@
 //! check the cache again and find the new token.
 //!
 //! Grants with a refresh token (`authorization_code`, `device_code`) keep
-//! their tokens in the [`TokenStore`]. Each refresh first reads the token
-//! file, so a new sign-in by `mailbridge authorize` is picked up while the
-//! service runs. A token response is committed to the file before its
+//! their tokens in the [`TokenStore`]. Each refresh takes the account's
+//! lock of the store, which other processes such as `mailbridge check`
+//! take too, and then reads the token file. A token that another process
+//! refreshed meanwhile is therefore used rather than refreshed again, and
+//! a new sign-in by `mailbridge authorize` is picked up while the service
+//! runs. A token response is committed to the file before its
 //! access token is returned, and a refresh runs in a task of its own, so a
 //! caller that gives up waiting cannot lose a rotated refresh token.
 //! `client_credentials` tokens stay in memory and nothing is written.
@@ -46,7 +49,7 @@ pub use error::ProviderError;
 pub use retry::RetryPolicy;
 
 use super::grant::{HttpSettings, TokenClient};
-use super::store::{StoredTokens, TokenStore, TokenUpdate};
+use super::store::{AccountLock, StoredTokens, TokenStore, TokenUpdate};
 use super::token::{AccessToken, RefreshToken};
 use super::{OAuth2Error, Preset};
 use crate::config::{Account, Grant, State};
@@ -267,10 +270,21 @@ impl Inner {
             return Ok(token);
         }
 
-        match self.stores_tokens() {
-            true => self.refresh_stored(&mut cache, rejected).await,
-            false => self.request_app_token(&mut cache).await,
+        if !self.stores_tokens() {
+            return self.request_app_token(&mut cache).await;
         }
+        let _lock = self.lock_store().await?;
+        self.refresh_stored(&mut cache, rejected).await
+    }
+
+    /// Takes the account's lock of the token store on a blocking thread,
+    /// because another process may hold it for the length of a refresh.
+    async fn lock_store(&self) -> Result<AccountLock, ProviderError> {
+        let (store, account) = (self.store.clone(), self.account.clone());
+        let task = tokio::task::spawn_blocking(move || store.lock(&account));
+        let locked = task.await.map_err(|source| self.task_error(source))?;
+
+        Ok(locked?)
     }
 
     async fn request_app_token(&self, cache: &mut Cache) -> Result<AccessToken, ProviderError> {

@@ -8,6 +8,12 @@
 //! loading ignores. Concurrent saves do not corrupt the file: the last
 //! rename wins. Unix only, because the permission checks use Unix modes.
 //!
+//! Processes that refresh the same account (`mailbridge run`, `check` and
+//! `authorize`) serialize on an exclusive advisory lock of
+//! `{account}.lock` in the same directory, taken by [`TokenStore::lock`].
+//! A rotating provider treats a refresh token used twice as stolen, so
+//! each refresh must read the file after the previous one wrote it.
+//!
 //! NOTE: stray temporary files from crashed saves are not removed, because
 //! a concurrent save may still be writing one.
 
@@ -16,9 +22,9 @@ mod tokens;
 #[cfg(test)]
 mod tests;
 
-use std::fs::File;
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -81,6 +87,13 @@ pub enum StoreError {
         account: String,
         version: u64,
     },
+    /// The lock file of the account could not be created or locked.
+    #[error("failed to lock {}: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// The token file could not be written; the previous file, if any, is
     /// unchanged.
     #[error("failed to write token file {}: {source}", path.display())]
@@ -101,6 +114,7 @@ impl StoreError {
             Self::NotAFile { .. } => "not_a_file",
             Self::Corrupt { .. } => "corrupt",
             Self::UnsupportedVersion { .. } => "unsupported_version",
+            Self::Lock { .. } => "lock",
             Self::Write { .. } => "write",
         }
     }
@@ -111,6 +125,13 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Write { .. })
     }
+}
+
+/// An exclusive advisory lock on the tokens of one account, released when
+/// dropped or when the process ends.
+#[derive(Debug)]
+pub struct AccountLock {
+    _file: File,
 }
 
 /// The directory of token files.
@@ -150,6 +171,39 @@ impl TokenStore {
                 account: account.to_owned(),
             }),
         }
+    }
+
+    /// Takes the exclusive lock of the tokens of `account`, blocking the
+    /// thread while another process or another [`AccountLock`] holds it.
+    /// Hold it from reading the tokens to saving the refreshed ones.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidAccount`] for an invalid name and
+    /// [`StoreError::Lock`] when the directory or the lock file cannot be
+    /// created or the lock fails.
+    pub fn lock(&self, account: &str) -> Result<AccountLock, StoreError> {
+        self.path(account)?;
+        let path = self.directory.join(format!("{account}.lock"));
+        let lock_error = |source| StoreError::Lock {
+            path: path.clone(),
+            source,
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.directory)
+            .map_err(lock_error)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(lock_error)?;
+        file.lock().map_err(lock_error)?;
+
+        Ok(AccountLock { _file: file })
     }
 
     /// Loads the tokens of `account`; a missing file is `Ok(None)`. A file

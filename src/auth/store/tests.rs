@@ -463,3 +463,56 @@ fn changed_token_endpoint_detected() {
     assert!(tokens.belongs_to(TOKEN_URL));
     assert!(!tokens.belongs_to("https://oauth2.googleapis.com/token"));
 }
+
+#[test]
+fn lock_creates_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let _lock = store(dir.path()).lock(ACCOUNT).unwrap();
+
+    let tokens = dir.path().join("tokens");
+    let directory_mode = fs::metadata(&tokens).unwrap().permissions().mode() & 0o777;
+    let file_mode = fs::metadata(tokens.join("support.lock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(directory_mode, 0o700);
+    assert_eq!(file_mode, 0o600);
+}
+
+#[test]
+fn lock_waits_for_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(store(dir.path()));
+    let held = store.lock(ACCOUNT).unwrap();
+
+    let waiter = {
+        let store = Arc::clone(&store);
+        thread::spawn(move || store.lock(ACCOUNT).map(drop))
+    };
+    thread::sleep(Duration::from_millis(200));
+    assert!(!waiter.is_finished(), "a second lock was taken while held");
+
+    drop(held);
+    waiter.join().unwrap().expect("lock after release");
+}
+
+#[test]
+fn lock_of_other_account_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let _held = store.lock(ACCOUNT).unwrap();
+
+    let other = store.lock("billing");
+
+    assert!(other.is_ok(), "{other:?}");
+}
+
+#[test]
+fn lock_rejects_invalid_account() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let error = store(dir.path()).lock("../x").unwrap_err();
+
+    assert_eq!(error.kind(), "invalid_account");
+}
