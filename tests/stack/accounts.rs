@@ -16,7 +16,8 @@ use crate::support::{mail_address, stack, unique};
 /// Name of the account whose token file is accessible by others.
 const BROKEN: &str = "broken";
 
-/// TOML of account `name` for `user`, with the stack's endpoints.
+/// Returns the TOML of account `name` for `user`, with the stack's
+/// endpoints.
 fn account_toml(name: &str, user: &str) -> String {
     format!(
         r#"
@@ -48,7 +49,8 @@ connect_timeout = "5s"
     )
 }
 
-/// An inbound pipeline `name` of `account` to the RabbitMQ `queue`.
+/// Returns the TOML of inbound pipeline `name`, which publishes the
+/// mail of `account` to the RabbitMQ `queue`.
 fn inbound_toml(name: &str, account: &str, queue: &str) -> String {
     format!(
         r#"

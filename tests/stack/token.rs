@@ -493,7 +493,7 @@ async fn one_refresh_for_concurrent_callers() {
 /// Two providers of one account on one state directory, as `mailbridge
 /// run` and `mailbridge check` would have, refresh 2 s tokens for 6 s.
 /// Without the lock of the token store, both would send the same refresh
-/// token, and the server would answer the second with `invalid_grant` and
+/// token, and the server would reject the second with `invalid_grant` and
 /// revoke the family.
 async fn one_refresh_across_providers() {
     control(json!({"access_token_lifetime": 2})).await;

@@ -38,6 +38,8 @@ mod metrics;
 mod retry;
 
 #[cfg(test)]
+mod log_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
@@ -51,7 +53,7 @@ pub use retry::RetryPolicy;
 use super::grant::{HttpSettings, TokenClient};
 use super::store::{AccountLock, StoredTokens, TokenStore, TokenUpdate};
 use super::token::{AccessToken, RefreshToken};
-use super::{OAuth2Error, Preset};
+use super::{Classification, OAuth2Error, Preset};
 use crate::config::{Account, Grant, State};
 use crate::telemetry::Metrics;
 use cache::Cache;
@@ -356,14 +358,9 @@ impl Inner {
         self.record_refresh_failure(&error);
         if error.needs_authorization() {
             cache.rejected = Some(refresh_token);
-            self.mark_needs_authorization(error.kind());
+            self.mark_rejected(&error);
         } else {
-            tracing::warn!(
-                account = %self.account,
-                error_type = error.kind(),
-                error = %error,
-                "Failed to refresh access token"
-            );
+            log_refresh_failure(&self.account, &error);
         }
         error.into()
     }
@@ -467,12 +464,35 @@ impl Inner {
 
     /// Marks the account and logs the fix, once per change of state.
     fn mark_needs_authorization(&self, reason: &str) {
-        self.record_authorization_required(true);
-        if !self.needs_authorization.swap(true, Ordering::Relaxed) {
+        if self.mark() {
             let account = &self.account;
             let command = format!("mailbridge authorize {account}");
             tracing::error!(account, reason, command, "Account needs authorization");
         }
+    }
+
+    /// Marks the account after the token endpoint rejected its refresh
+    /// token, and logs the fix with the error and its first `AADSTS`
+    /// code, once per change of state.
+    fn mark_rejected(&self, error: &OAuth2Error) {
+        if self.mark() {
+            let account = &self.account;
+            let command = format!("mailbridge authorize {account}");
+            tracing::error!(
+                account,
+                reason = error.kind(),
+                aadsts = aadsts_code(error).as_deref(),
+                error = %error,
+                command,
+                "Account needs authorization"
+            );
+        }
+    }
+
+    /// Marks the account; returns whether it was not marked before.
+    fn mark(&self) -> bool {
+        self.record_authorization_required(true);
+        !self.needs_authorization.swap(true, Ordering::Relaxed)
     }
 
     fn clear_needs_authorization(&self) {
@@ -481,6 +501,39 @@ impl Inner {
             tracing::info!(account = %self.account, "Account is authorized again");
         }
     }
+}
+
+/// Logs a refresh failure that needs no new sign-in, with one message per
+/// cause: client credentials and scopes need a configuration change, and
+/// a transient failure outlasted the retries.
+fn log_refresh_failure(account: &str, error: &OAuth2Error) {
+    let (error_type, aadsts) = (error.kind(), aadsts_code(error));
+    let aadsts = aadsts.as_deref();
+    match error.classification() {
+        Classification::InvalidClient => tracing::error!(
+            account, error_type, aadsts, error = %error,
+            "Token endpoint rejected the client credentials"
+        ),
+        Classification::InvalidScope => tracing::error!(
+            account, error_type, aadsts, error = %error,
+            "Token endpoint rejected the requested scopes"
+        ),
+        Classification::Transient => tracing::warn!(
+            account, error_type, aadsts, error = %error,
+            "Token endpoint unavailable after retries"
+        ),
+        _ => tracing::warn!(
+            account, error_type, aadsts, error = %error,
+            "Failed to refresh access token"
+        ),
+    }
+}
+
+/// Returns the first Microsoft code of the error response, such as
+/// `AADSTS70043`, from `error_codes` or `error_description`.
+fn aadsts_code(error: &OAuth2Error) -> Option<String> {
+    let code = error.response()?.codes.first()?;
+    Some(format!("AADSTS{code}"))
 }
 
 /// Reads the tokens of `account` and checks that they were issued by
