@@ -43,6 +43,11 @@ pub(crate) fn provider(
 /// person waits for the check. A `mailbridge run` that refreshes the same
 /// account meanwhile does not get in the way, because both take the
 /// account's lock of the token store and read the file after taking it.
+///
+/// NOTE: the check waits for that lock without a timeout, as long as a
+/// refresh of `mailbridge run` retries. With the default retry policy (5
+/// requests of up to 30 s, up to 60 s apart) that is about 7 minutes at
+/// most.
 fn check_settings() -> ProviderSettings {
     let retry = RetryPolicy {
         max_attempts: 2,
