@@ -1,7 +1,7 @@
 //! `mailbridge run` with accounts that cannot sign in: a token file that
 //! must not be used stops only its own account's pipelines, and a refresh
-//! token that the server rejects turns readiness and the authorization
-//! metric for that account.
+//! token that the server rejects makes the account not ready and sets its
+//! authorization metric to 1.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
