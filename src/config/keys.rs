@@ -96,6 +96,7 @@ pub const KEYS: &[Key] = &[
     key("metrics.listen", Kind::Address, "`127.0.0.1:9464`"),
     key("log.level", Kind::Text, "`info`"),
     key("log.format", Kind::Choice(LogFormat::NAMES), "`text`"),
+    key("shutdown.timeout", Kind::Duration, "`30s`"),
     key("accounts.NAME.address", Kind::Text, REQUIRED),
     key("accounts.NAME.login_hint", Kind::Text, "the `address`"),
     key("accounts.NAME.oauth2.provider", Kind::Choice(Provider::NAMES), REQUIRED),

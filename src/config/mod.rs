@@ -10,6 +10,7 @@ mod broker;
 mod error;
 mod inbound;
 pub mod keys;
+mod log;
 mod loops;
 mod outbound;
 mod properties;
@@ -32,6 +33,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -39,6 +41,7 @@ pub use account::{Account, Grant, Mechanism, OAuth2, Provider};
 pub use broker::{Amqp, Broker, BrokerKind, Kafka, Property};
 pub use error::{ConfigError, ENV_PREFIX, Origin, Problem};
 pub use inbound::{AfterPublish, DEFAULT_KEYWORD, Inbound, Mode, StartFrom, UidvalidityChange};
+pub use log::{LOG_ENV, LOG_FORMAT_ENV, Log, LogFormat, RUST_LOG_ENV};
 pub use outbound::Outbound;
 pub use secret::{REDACTED, Secret};
 pub use server::{Server, Tls};
@@ -46,7 +49,6 @@ pub use sources::CONFIG_ENV;
 
 use reader::{Context, Table};
 use refs::Refs;
-use values::{Invalid, choice};
 
 /// The whole configuration, merged and validated.
 ///
@@ -57,6 +59,7 @@ pub struct Config {
     pub state: State,
     pub metrics: Metrics,
     pub log: Log,
+    pub shutdown: Shutdown,
     /// Mailboxes, by name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub accounts: BTreeMap<String, Account>,
@@ -88,24 +91,13 @@ pub struct Metrics {
     pub listen: SocketAddr,
 }
 
-choice! {
-    /// Format of log lines on standard error.
-    pub enum LogFormat {
-        /// One human-readable line per event.
-        Text = "text",
-        /// One JSON object per line, for log collectors.
-        Json = "json",
-    }
-}
-
-/// `[log]`: what is logged and how.
+/// `[shutdown]`: how a stop signal ends `mailbridge run`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Log {
-    /// Filter in the `tracing-subscriber` `EnvFilter` syntax, such as
-    /// `info` or `info,mailbridge::imap=debug`. Default: `info`.
-    pub level: String,
-    /// Line format. Default: `text`.
-    pub format: LogFormat,
+pub struct Shutdown {
+    /// Time the pipelines get to finish their batches and flush their
+    /// publishers after a stop signal; the rest are aborted. Default: 30 s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 /// Loads the configuration from the optional TOML `file` and the
@@ -135,7 +127,8 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
 fn read(mut root: Table<'_>) -> Option<Config> {
     let state = read_state(&mut root);
     let metrics = read_metrics(&mut root);
-    let log = read_log(&mut root);
+    let log = log::read(&mut root);
+    let shutdown = read_shutdown(&mut root);
     let mut refs = Refs::default();
     let accounts = read_accounts(&mut root, &mut refs);
     let brokers = read_brokers(&mut root, &mut refs);
@@ -159,6 +152,7 @@ fn read(mut root: Table<'_>) -> Option<Config> {
         state,
         metrics,
         log,
+        shutdown,
         accounts: all(accounts)?,
         brokers: all(brokers)?,
         inbound: all(inbound)?,
@@ -198,29 +192,16 @@ fn read_metrics(root: &mut Table<'_>) -> Metrics {
     }
 }
 
-fn read_log(root: &mut Table<'_>) -> Log {
-    let (mut level, mut format) = (None, None);
-    if let Some(mut table) = root.table("log") {
-        level = table.get_checked("level", |level: &String| check_log_level(level));
-        format = table.get::<LogFormat>("format");
+fn read_shutdown(root: &mut Table<'_>) -> Shutdown {
+    let mut timeout = None;
+    if let Some(mut table) = root.table("shutdown") {
+        timeout = table.get::<Duration>("timeout");
         table.finish();
     }
 
-    Log {
-        level: level.unwrap_or_else(|| "info".to_owned()),
-        format: format.unwrap_or(LogFormat::Text),
+    Shutdown {
+        timeout: timeout.unwrap_or(Duration::from_secs(30)),
     }
-}
-
-fn check_log_level(level: &str) -> Result<(), Invalid> {
-    tracing_subscriber::EnvFilter::builder()
-        .parse(level)
-        .map(drop)
-        .map_err(|err| {
-            Invalid::new(format!("invalid filter: {err}")).with_fix(Some(
-                "write a level such as \"info\" or \"info,mailbridge=debug\"".into(),
-            ))
-        })
 }
 
 fn read_accounts(root: &mut Table<'_>, refs: &mut Refs) -> Vec<(String, Option<Account>)> {

@@ -13,8 +13,46 @@ use super::error::{ConfigError, ENV_PREFIX, Origin, Problem};
 pub const CONFIG_ENV: &str = "MAILBRIDGE_CONFIG";
 
 /// `MAILBRIDGE_` variables that are not configuration keys: the file name
-/// and the logging settings. The names are without the prefix.
+/// and the logging settings, which the `log` module reads. The names are without
+/// the prefix.
 const NOT_KEYS: &[&str] = &["config", "log", "log_format"];
+
+/// An environment variable that is set and not empty.
+pub(crate) struct Variable {
+    /// Name as set.
+    pub name: String,
+    /// Value, or `None` when it is not valid UTF-8.
+    pub value: Option<String>,
+}
+
+/// Returns the variable `name`, matched in any case as figment matches
+/// the `MAILBRIDGE_` names it ignores. When several spellings are set,
+/// the spelling `name` wins.
+pub(crate) fn prefixed_variable(name: &str) -> Option<Variable> {
+    if let Some(exact) = variable(name) {
+        return Some(exact);
+    }
+
+    let found = std::env::vars_os().find_map(|(found, value)| {
+        let found = found.into_string().ok()?;
+        let matches = found.trim().eq_ignore_ascii_case(name) && !value.is_empty();
+        matches.then_some((found, value))
+    })?;
+    Some(Variable {
+        name: found.0,
+        value: found.1.into_string().ok(),
+    })
+}
+
+/// Returns the variable `name`, spelled exactly so.
+pub(crate) fn variable(name: &str) -> Option<Variable> {
+    let value = std::env::var_os(name).filter(|value| !value.is_empty())?;
+
+    Some(Variable {
+        name: name.to_owned(),
+        value: value.into_string().ok(),
+    })
+}
 
 /// Builds the environment provider: `MAILBRIDGE_` variables with `__`
 /// between nesting levels. figment lowercases the keys.

@@ -1,10 +1,14 @@
 //! The tracing subscriber: events on standard error, as text or JSON
-//! lines, filtered by `[log] level`.
+//! lines, filtered by the configured level, with repeated warnings and
+//! errors dropped by [`RateLimit`].
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
+use super::rate_limit::{REPEAT_WINDOW, RateLimit};
 use crate::config::{Log, LogFormat};
 
 /// Filters for libraries that log mail content, each added unless the
@@ -21,14 +25,20 @@ pub fn init(log: &Log) {
     let filter = EnvFilter::builder()
         .parse(directives(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let format = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let installed = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let format = match log.format {
+        LogFormat::Text => format.boxed(),
+        LogFormat::Json => format.json().flatten_event(true).boxed(),
     };
+    // The filter comes first, so that the rate limit receives only the events
+    // that are logged.
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(RateLimit::new(REPEAT_WINDOW))
+        .with(format)
+        .try_init();
     drop(installed);
 }
 

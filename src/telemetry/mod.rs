@@ -10,7 +10,8 @@
 //! - [`process`] registers the `process_*` metrics of the running
 //!   process.
 //! - [`http`] serves `/metrics`, `/healthz` and `/readyz`.
-//! - [`logging`] installs the tracing subscriber.
+//! - [`logging`] installs the tracing subscriber, and [`rate_limit`]
+//!   drops repeated warnings and errors.
 
 pub mod http;
 pub mod inbound;
@@ -18,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod process;
+pub mod rate_limit;
 mod token_age;
 
 pub use http::Readiness;

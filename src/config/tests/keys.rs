@@ -27,6 +27,9 @@ listen = "127.0.0.1:9464"
 level = "info"
 format = "json"
 
+[shutdown]
+timeout = "10s"
+
 [accounts.a]
 address = "a@example.test"
 login_hint = "b@example.test"

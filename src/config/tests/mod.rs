@@ -4,6 +4,7 @@
 
 mod brokers;
 mod keys;
+mod logging;
 mod problems;
 mod secrets;
 mod sources;

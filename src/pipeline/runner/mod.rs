@@ -24,9 +24,6 @@ use crate::pipeline::inbound::WatchError;
 use crate::smtp::transport::SmtpError;
 use crate::telemetry::{InboundMetrics, Metrics, OutboundMetrics, Readiness, http, process};
 
-/// Time the pipelines get to finish their batches after a stop signal.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How often account readiness follows the token providers.
 const ACCOUNT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -139,7 +136,7 @@ pub async fn run(config: Config, signal: watch::Receiver<bool>) -> Result<(), Ru
         );
     }
     let _ = stop.send(true);
-    drain(tasks).await;
+    drain(tasks, config.shutdown.timeout).await;
     server.abort();
     info!("mailbridge stopped");
 
@@ -153,11 +150,13 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-async fn drain(mut tasks: JoinSet<()>) {
+/// Waits up to `timeout` (`shutdown.timeout`) for every task to end;
+/// the tasks still running are aborted when `tasks` is dropped.
+async fn drain(mut tasks: JoinSet<()>, timeout: Duration) {
     let all = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(DRAIN_TIMEOUT, all).await.is_err() {
+    if tokio::time::timeout(timeout, all).await.is_err() {
         error!(
-            timeout_s = DRAIN_TIMEOUT.as_secs(),
+            timeout_s = timeout.as_secs_f64(),
             "Pipelines did not stop in time; aborting them"
         );
     }
