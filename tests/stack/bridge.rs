@@ -238,6 +238,16 @@ url = "{amqp_url}"
         response.text().await.expect("metrics body")
     }
 
+    /// Returns the value of the metric line that starts with `series`, or
+    /// `None` while the metrics endpoint is not listening yet.
+    pub async fn sample_if_listening(&self, series: &str) -> Option<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let response = http().get(url).send().await.ok()?;
+        let text = response.text().await.ok()?;
+        let line = text.lines().find(|line| line.starts_with(series))?;
+        line.rsplit(' ').next()?.parse().ok()
+    }
+
     /// Returns the value of the metric line that starts with `series`.
     pub async fn sample(&self, series: &str) -> Option<f64> {
         let text = self.metrics().await;

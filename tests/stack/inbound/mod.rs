@@ -2,6 +2,7 @@
 //! postfix or appended over IMAP arrives in Kafka and RabbitMQ as JSON
 //! documents, once, whatever stops in between.
 
+mod drain;
 mod limits;
 mod stopping;
 

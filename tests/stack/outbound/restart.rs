@@ -120,28 +120,16 @@ async fn wait_until_some(setup: &Setup) -> f64 {
     let series = r#"mailbridge_smtp_sent_total{pipeline="kafka",result="success"}"#;
     let deadline = std::time::Instant::now() + PATIENCE;
     while std::time::Instant::now() < deadline {
-        if let Some(sent) = sent(setup, series).await.filter(|sent| *sent >= 3.0) {
+        if let Some(sent) = setup
+            .sample_if_listening(series)
+            .await
+            .filter(|sent| *sent >= 3.0)
+        {
             return sent;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("nothing was sent; log:\n{}", setup.log());
-}
-
-/// The value of `series`, or `None` while the metrics endpoint is not
-/// listening yet.
-async fn sent(setup: &Setup, series: &str) -> Option<f64> {
-    let url = format!("http://127.0.0.1:{}/metrics", setup.metrics_port());
-    let text = crate::support::http()
-        .get(url)
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    let line = text.lines().find(|line| line.starts_with(series))?;
-    line.rsplit(' ').next()?.parse().ok()
 }
 
 /// Waits until `count` distinct Message-IDs arrived; returns every mail.
