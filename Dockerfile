@@ -14,7 +14,7 @@ COPY --from=build /src/target/release/mailbridge /usr/local/bin/mailbridge
 USER mailbridge
 ENV MAILBRIDGE_STATE__DIRECTORY=/var/lib/mailbridge \
     MAILBRIDGE_METRICS__LISTEN=0.0.0.0:9464 \
-    MAILBRIDGE_LOG__FORMAT=json
+    MAILBRIDGE_LOG_FORMAT=json
 VOLUME /var/lib/mailbridge
 EXPOSE 9464
 ENTRYPOINT ["mailbridge"]

@@ -193,3 +193,41 @@ fn log_summary(config: &Config, metrics: SocketAddr) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_aborts_after_timeout() {
+        let held = std::sync::Arc::new(());
+        let mut tasks = JoinSet::new();
+        let task_handle = held.clone();
+        tasks.spawn(async move {
+            let _held = task_handle;
+            std::future::pending::<()>().await;
+        });
+        let started = tokio::time::Instant::now();
+
+        drain(tasks, Duration::from_secs(5)).await;
+        tokio::task::yield_now().await;
+
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(
+            std::sync::Arc::strong_count(&held),
+            1,
+            "the task still runs"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_returns_when_tasks_end() {
+        let mut tasks = JoinSet::new();
+        tasks.spawn(tokio::time::sleep(Duration::from_secs(2)));
+        let started = tokio::time::Instant::now();
+
+        drain(tasks, Duration::from_secs(30)).await;
+
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+}
