@@ -2,7 +2,8 @@
 //! outage of hours does not log the same warning at every retry.
 //!
 //! Two events are the same when they come from the same callsite with the
-//! same field values, the message included. The first passes and opens a
+//! same field values, the message included, apart from the fields in
+//! [`RETRY_FIELDS`], which change at every retry. The first passes and opens a
 //! window; repeats inside the window are dropped and counted. The first
 //! repeat after the window passes, preceded by one event at its level that
 //! gives the count, and opens the next window.
@@ -22,6 +23,11 @@ use tracing_subscriber::layer::{Context, Layer};
 
 /// Window in which repeats of an event are dropped.
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Fields that count retries or give the next delay. They differ at every
+/// retry (the backoff is jittered), so they are left out of an event's
+/// identity, or a retry loop would never repeat an event.
+pub const RETRY_FIELDS: [&str; 3] = ["attempt", "retry_in_ms", "delay_ms"];
 
 /// Maximum number of distinct events tracked at once. When the table is
 /// full, entries whose window ended and that dropped nothing are removed.
@@ -216,7 +222,8 @@ impl Drop for Inside {
     }
 }
 
-/// Every field of an event as `name=value;`, and the message alone.
+/// The fields of an event that make its identity, as `name=value;`, and
+/// the message alone.
 #[derive(Default)]
 struct Fields {
     all: String,
@@ -225,7 +232,9 @@ struct Fields {
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let _ = write!(self.all, "{}={value:?};", field.name());
+        if !RETRY_FIELDS.contains(&field.name()) {
+            let _ = write!(self.all, "{}={value:?};", field.name());
+        }
         if field.name() == "message" {
             let _ = write!(self.message, "{value:?}");
         }
@@ -306,8 +315,8 @@ mod tests {
         captured.lines()
     }
 
-    fn warn_broker_down(attempt: u32) {
-        tracing::warn!(broker = "kafka", attempt, "Broker unreachable; retrying");
+    fn warn_broker_down(broker: u32) {
+        tracing::warn!(broker, "Broker unreachable; retrying");
     }
 
     #[test]
@@ -394,8 +403,8 @@ mod tests {
         let clock = ManualClock::new();
 
         let lines = capture(&clock, || {
-            for attempt in 1..=3 {
-                warn_broker_down(attempt);
+            for broker in 1..=3 {
+                warn_broker_down(broker);
             }
         });
 
@@ -403,12 +412,39 @@ mod tests {
     }
 
     #[test]
+    fn retry_fields_ignored_in_identity() {
+        let clock = ManualClock::new();
+        let retry = |attempt: u32, retry_in_ms: u64, delay_ms: u64| {
+            tracing::warn!(
+                broker = "kafka",
+                attempt,
+                retry_in_ms,
+                delay_ms,
+                "Failed to connect to the broker; retrying"
+            );
+        };
+
+        let lines = capture(&clock, || {
+            for attempt in 1..=4 {
+                retry(attempt, u64::from(attempt) * 317, u64::from(attempt) * 7);
+            }
+            clock.advance(REPEAT_WINDOW);
+            retry(5, 1_000, 35);
+        });
+
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].contains("attempt=1"), "{}", lines[0]);
+        assert!(lines[1].contains("suppressed=3"), "{}", lines[1]);
+        assert!(lines[2].contains("attempt=5"), "{}", lines[2]);
+    }
+
+    #[test]
     fn same_fields_other_callsite_logged() {
         let clock = ManualClock::new();
 
         let lines = capture(&clock, || {
-            tracing::warn!(attempt = 1, "Broker unreachable; retrying");
-            tracing::warn!(attempt = 1, "Broker unreachable; retrying");
+            tracing::warn!(broker = 1, "Broker unreachable; retrying");
+            tracing::warn!(broker = 1, "Broker unreachable; retrying");
         });
 
         assert_eq!(lines.len(), 2, "{lines:#?}");
@@ -481,8 +517,8 @@ mod tests {
         let clock = ManualClock::new();
 
         let lines = capture(&clock, || {
-            for attempt in 0..(MAX_TRACKED as u32 + 10) {
-                warn_broker_down(attempt);
+            for broker in 0..(MAX_TRACKED as u32 + 10) {
+                warn_broker_down(broker);
             }
             warn_broker_down(MAX_TRACKED as u32 + 5);
         });
