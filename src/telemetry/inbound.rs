@@ -108,8 +108,8 @@ impl InboundMetrics {
             )?,
             last_success: gauge(
                 "mailbridge_last_success_timestamp_seconds",
-                "End of the mailbox's last fetch cycle that succeeded, in seconds since \
-                 the Unix epoch.",
+                "End of the mailbox's last fetch cycle that succeeded, one that found no \
+                 new mail included, in seconds since the Unix epoch.",
                 MAILBOX,
             )?,
             last_activity: gauge(

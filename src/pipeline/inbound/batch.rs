@@ -32,30 +32,44 @@ struct Documents {
 
 impl MailboxWatch {
     /// Publishes every mail above the checkpoint, batch by batch.
+    ///
+    /// Each batch is one fetch cycle, timed from its own start, and the
+    /// first batch after a search includes the search. A catch-up that finds no
+    /// new mail records one empty cycle, so that a quiet mailbox still
+    /// shows a recent successful cycle after every wait.
     pub(super) async fn catch_up(
         &mut self,
         session: &mut Session,
         position: &mut Checkpoint,
     ) -> Result<(), WatchError> {
+        let mut recorded = false;
         loop {
-            let started = Instant::now();
+            let mut started = Instant::now();
             let uids = self.pending(session, position).await?;
             if uids.is_empty() {
+                if !recorded {
+                    self.record_cycle(started, 0);
+                }
                 return Ok(());
             }
             let batch_size = self.shared.settings.batch_size.get();
             for chunk in uids.chunks(batch_size) {
                 self.batch(session, position, chunk).await?;
-                let fetched = chunk.len();
-                let (account, mailbox) = (self.account(), self.mailbox.as_str());
-                self.shared
-                    .metrics
-                    .record_cycle(account, mailbox, started.elapsed(), fetched);
+                self.record_cycle(started, chunk.len());
+                recorded = true;
+                started = Instant::now();
                 if self.stopping() {
                     return Err(WatchError::Shutdown);
                 }
             }
         }
+    }
+
+    fn record_cycle(&self, started: Instant, fetched: usize) {
+        let (account, mailbox) = (self.account(), self.mailbox.as_str());
+        self.shared
+            .metrics
+            .record_cycle(account, mailbox, started.elapsed(), fetched);
     }
 
     /// Returns the UIDs above the checkpoint, without those the filter skips.

@@ -631,6 +631,7 @@ async fn inbound_unseen_start_polls_and_moves() {
         wait_for_count(&setup.user, "INBOX", 1).await,
         flags(&setup.user, "Done").await,
     );
+    let quiet = QuietCycles::measure(&setup, Duration::from_millis(2500)).await;
     bridge.stop().await;
 
     assert_eq!(
@@ -646,6 +647,49 @@ async fn inbound_unseen_start_polls_and_moves() {
     assert_eq!(all.len(), 3, "log:\n{}", setup.log());
     assert_eq!(inbox.len(), 1, "the read mail stays: {inbox:?}");
     assert_eq!(done.len(), 3, "published mail is moved: {done:?}");
+    quiet.assert_advanced();
+}
+
+/// The cycle metrics of the INBOX before and after a pause in which no
+/// mail arrived.
+struct QuietCycles {
+    before: (Option<f64>, Option<f64>),
+    after: (Option<f64>, Option<f64>),
+}
+
+impl QuietCycles {
+    const LAST_SUCCESS: &str =
+        "mailbridge_last_success_timestamp_seconds{account=\"watched\",mailbox=\"INBOX\"}";
+    const CYCLES: &str =
+        "mailbridge_imap_poll_duration_seconds_count{account=\"watched\",mailbox=\"INBOX\"}";
+
+    async fn measure(setup: &Setup, pause: Duration) -> Self {
+        let sample = async || {
+            let last_success = setup.sample(Self::LAST_SUCCESS).await;
+            (last_success, setup.sample(Self::CYCLES).await)
+        };
+        let before = sample().await;
+        tokio::time::sleep(pause).await;
+        let after = sample().await;
+        Self { before, after }
+    }
+
+    fn assert_advanced(&self) {
+        let (Some(success_before), Some(cycles_before)) = self.before else {
+            panic!("no cycle metrics before the pause: {:?}", self.before);
+        };
+        let (Some(success_after), Some(cycles_after)) = self.after else {
+            panic!("no cycle metrics after the pause: {:?}", self.after);
+        };
+        assert!(
+            success_after > success_before,
+            "last success stayed at {success_before} on a quiet mailbox"
+        );
+        assert!(
+            cycles_after > cycles_before,
+            "no fetch cycle recorded on a quiet mailbox: {cycles_before} then {cycles_after}"
+        );
+    }
 }
 
 #[tokio::test]
