@@ -155,12 +155,19 @@ impl InboundMetrics {
             .set(unix_seconds(SystemTime::now()));
     }
 
-    /// Records a confirmed batch of `pipeline`: its duration and the
-    /// INTERNALDATE of each mail, where known.
-    pub fn record_published(&self, pipeline: &str, duration: Duration, received: &[SystemTime]) {
+    /// Records a batch of `pipeline` whose `confirmed` records the broker
+    /// confirmed: its duration and the INTERNALDATE of each mail that has
+    /// one, which may be fewer than `confirmed`.
+    pub fn record_published(
+        &self,
+        pipeline: &str,
+        duration: Duration,
+        confirmed: usize,
+        received: &[SystemTime],
+    ) {
         self.published
             .with_label_values(&[pipeline, "success"])
-            .inc_by(received.len() as u64);
+            .inc_by(confirmed as u64);
         self.publish_duration
             .with_label_values(&[pipeline])
             .observe(duration.as_secs_f64());
@@ -220,7 +227,7 @@ mod tests {
         let metrics = InboundMetrics::new(&registry).unwrap();
 
         metrics.record_cycle("support", "INBOX", Duration::from_millis(20), 3);
-        metrics.record_published("tickets", Duration::from_millis(5), &[SystemTime::now()]);
+        metrics.record_published("tickets", Duration::from_millis(5), 1, &[SystemTime::now()]);
         metrics.set_connected("support", "INBOX", true);
 
         let text = crate::telemetry::http::encode(&registry);
@@ -234,5 +241,26 @@ mod tests {
             text.contains("mailbridge_imap_connected{account=\"support\",mailbox=\"INBOX\"} 1")
         );
         assert!(InboundMetrics::new(&registry).is_err(), "registered twice");
+    }
+
+    #[test]
+    fn published_counts_confirmed_records() {
+        let registry = Registry::new();
+        let metrics = InboundMetrics::new(&registry).unwrap();
+
+        // Three confirmed records, of which one mail came with INTERNALDATE.
+        metrics.record_published("tickets", Duration::from_millis(5), 3, &[SystemTime::now()]);
+
+        let text = crate::telemetry::http::encode(&registry);
+        assert!(
+            text.contains(
+                "mailbridge_messages_published_total{pipeline=\"tickets\",result=\"success\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("mailbridge_mail_age_at_publish_seconds_count{pipeline=\"tickets\"} 1"),
+            "{text}"
+        );
     }
 }

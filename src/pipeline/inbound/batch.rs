@@ -108,9 +108,15 @@ impl MailboxWatch {
         self.publish_until_confirmed(session, &documents.records)
             .await?;
         let pipeline = &self.shared.pipeline;
-        self.shared
-            .metrics
-            .record_published(pipeline, published.elapsed(), &documents.received);
+        let confirmed = documents.records.len();
+        if confirmed > 0 {
+            self.shared.metrics.record_published(
+                pipeline,
+                published.elapsed(),
+                confirmed,
+                &documents.received,
+            );
+        }
 
         let processed = self.keep_unparsed(uids, &documents.unparsed);
         session
