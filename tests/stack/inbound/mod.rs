@@ -4,6 +4,8 @@
 
 mod drain;
 mod limits;
+mod resets;
+mod sessions;
 mod stopping;
 
 use std::collections::BTreeSet;

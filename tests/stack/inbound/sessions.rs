@@ -1,0 +1,161 @@
+//! IMAP sessions that fail or end: a mailbox that does not exist leaves
+//! the other mailboxes of its pipeline alone, and a session that Dovecot
+//! ends is opened again without losing the mail that arrived meanwhile.
+
+use std::time::{Duration, Instant};
+
+use crate::bridge::{PATIENCE, Setup};
+use crate::mailbox::{append, mail};
+use crate::records::{create_topic, kafka_records, kafka_settled};
+use crate::support::{stack, unique};
+
+/// Writes a Kafka pipeline on `mailboxes` (a TOML array) with a topic of
+/// its own, signs the account in, and returns the topic.
+async fn prepare(setup: &Setup, mailboxes: &str) -> String {
+    let topic = unique("sessions.kafka");
+    create_topic(&topic).await;
+    let pipeline = format!(
+        "[inbound.kafka]\naccount = \"watched\"\nmailboxes = {mailboxes}\n\
+         broker = \"kafka\"\ntopic = \"{topic}\"\n"
+    );
+    setup.prepare(&pipeline).await;
+    topic
+}
+
+/// Waits until the metric line that starts with `series` has a value of
+/// at least `minimum`, and returns the last value read.
+async fn wait_for_sample(setup: &Setup, series: &str, minimum: f64) -> Option<f64> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let value = setup.sample(series).await;
+        if value.is_some_and(|value| value >= minimum) || Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn inbound_missing_mailbox_leaves_others_running() {
+    let setup = Setup::new("inbound-isolation");
+    let topic = prepare(&setup, "[\"INBOX\", \"Missing\"]").await;
+    append(&setup.user, "INBOX", &mail(&unique("i"), "before")).await;
+    let bridge = setup.start();
+    let first = kafka_records(&topic, 1, PATIENCE).await;
+
+    let missing = "mailbridge_imap_reconnects_total{account=\"watched\",mailbox=\"Missing\",\
+                   reason=\"mailbox_not_found\"}";
+    let failures = wait_for_sample(&setup, missing, 2.0).await;
+    append(&setup.user, "INBOX", &mail(&unique("i"), "after")).await;
+    let records = kafka_settled(&topic, 2, PATIENCE).await;
+    let metrics = setup.metrics().await;
+    bridge.stop().await;
+
+    assert_eq!(first.len(), 1, "log:\n{}", setup.log());
+    assert!(
+        failures.is_some_and(|failures| failures >= 2.0),
+        "the missing mailbox was not retried: {failures:?}"
+    );
+    assert_eq!(records.len(), 2, "log:\n{}", setup.log());
+    assert_eq!(records[1].document["subject"], "after");
+    assert_eq!(records[1].document["mailbox"], "INBOX");
+    let connected = |mailbox: &str| {
+        let series =
+            format!("mailbridge_imap_connected{{account=\"watched\",mailbox=\"{mailbox}\"}}");
+        metrics
+            .lines()
+            .find(|line| line.starts_with(&series))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        connected("INBOX")
+            .as_deref()
+            .map(|line| line.ends_with(" 1")),
+        Some(true)
+    );
+    assert_eq!(
+        connected("Missing")
+            .as_deref()
+            .map(|line| line.ends_with(" 0")),
+        Some(true)
+    );
+    assert!(setup.checkpoint("kafka", "Missing").is_none());
+    let log = setup.log();
+    assert!(log.contains("Mailbox watch failed; reconnecting"), "{log}");
+    assert!(
+        log.contains("\"Missing\""),
+        "the error names the mailbox: {log}"
+    );
+}
+
+/// Ends every IMAP session of `user` with `doveadm kick`, against the
+/// stack's own Dovecot instance, and returns what doveadm printed.
+async fn kick(user: &str) -> String {
+    let config = std::path::Path::new(&stack("STACK_DIR")).join("dovecot/dovecot.conf");
+    let user = user.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("doveadm")
+            .arg("-c")
+            .arg(&config)
+            .args(["kick", &user])
+            .output()
+            .expect("run doveadm kick")
+    })
+    .await
+    .expect("join doveadm");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "doveadm kick failed: {text}");
+    text
+}
+
+#[tokio::test]
+async fn inbound_kicked_session_reconnects_without_loss() {
+    let setup = Setup::new("inbound-kick");
+    let topic = prepare(&setup, "[\"INBOX\"]").await;
+    let bridge = setup.start();
+    setup.wait_ready().await;
+    append(&setup.user, "INBOX", &mail(&unique("k"), "before the kick")).await;
+    let before = kafka_records(&topic, 1, PATIENCE).await;
+
+    let kicked = kick(&setup.user).await;
+    // The watch waits at least a second before it reconnects, so this mail
+    // arrives while no session is open.
+    append(&setup.user, "INBOX", &mail(&unique("k"), "during the kick")).await;
+    let during = kafka_records(&topic, 2, PATIENCE).await;
+    append(&setup.user, "INBOX", &mail(&unique("k"), "after the kick")).await;
+    let records = kafka_settled(&topic, 3, PATIENCE).await;
+    let reconnects = setup.metrics().await;
+    bridge.stop().await;
+
+    let log = setup.log();
+    assert_eq!(before.len(), 1, "log:\n{log}");
+    assert!(kicked.contains("kicked"), "doveadm output: {kicked}");
+    assert_eq!(during.len(), 2, "log:\n{log}");
+    let subjects: Vec<&str> = records
+        .iter()
+        .map(|record| record.document["subject"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        subjects,
+        ["before the kick", "during the kick", "after the kick"],
+        "each mail once, in order"
+    );
+    let uids: Vec<u64> = records
+        .iter()
+        .map(|record| record.document["uid"].as_u64().expect("uid"))
+        .collect();
+    assert_eq!(uids, [1, 2, 3]);
+    assert!(
+        reconnects.lines().any(|line| line
+            .starts_with("mailbridge_imap_reconnects_total{account=\"watched\",mailbox=\"INBOX\"")),
+        "{reconnects}"
+    );
+    let sign_ins = log.matches("Signed in to IMAP server").count();
+    assert!(sign_ins >= 2, "{sign_ins} sign-ins:\n{log}");
+    let checkpoint = setup.checkpoint("kafka", "INBOX").expect("checkpoint");
+    assert_eq!(checkpoint["last_uid"], 3);
+}
