@@ -15,7 +15,8 @@ use super::values::{Invalid, MaybeEmpty, choice};
 choice! {
     /// Method of noticing new mail.
     pub enum Mode {
-        /// IMAP IDLE push (RFC 2177).
+        /// IMAP IDLE push (RFC 2177), or a check every `poll_interval`
+        /// on a server that does not offer IDLE.
         Idle = "idle",
         /// A check every `poll_interval`.
         Poll = "poll",

@@ -24,6 +24,9 @@ pub struct Setup {
     metrics_port: u16,
     /// IMAP port the account connects to: the stack's, or a forwarder's.
     pub imap_port: u16,
+    /// IMAP `tls` setting: `implicit` for the stack, `none` for a fake
+    /// server on loopback, which also sets `allow_plaintext`.
+    pub imap_tls: &'static str,
     /// SMTP port the account connects to: the stack's, or a forwarder's.
     pub smtp_port: u16,
     /// AMQP URL of the `rabbitmq` broker: the stack's, or a forwarder's.
@@ -38,6 +41,7 @@ impl Setup {
             directory: tempfile::tempdir().expect("temporary directory"),
             metrics_port: free_port(),
             imap_port: crate::support::port("STACK_IMAPS_PORT"),
+            imap_tls: "implicit",
             smtp_port: crate::support::port("STACK_SMTP_PORT"),
             amqp_url: stack("STACK_AMQP_URL"),
         }
@@ -89,8 +93,7 @@ scopes = ["imap", "smtp"]
 [accounts.{ACCOUNT}.imap]
 host = "{imap_host}"
 port = {imap_port}
-tls = "implicit"
-ca_file = "{ca_file}"
+{imap_tls}
 connect_timeout = "5s"
 
 [accounts.{ACCOUNT}.smtp]
@@ -119,12 +122,22 @@ url = "{amqp_url}"
             token_url = stack("STACK_OAUTH_TOKEN_URL"),
             imap_host = stack("STACK_IMAP_HOST"),
             imap_port = self.imap_port,
+            imap_tls = self.imap_tls_settings(),
             smtp_host = stack("STACK_SMTP_HOST"),
             smtp_port = self.smtp_port,
             ca_file = stack("STACK_CA_FILE"),
             bootstrap = stack("STACK_KAFKA_BOOTSTRAP"),
             amqp_url = self.amqp_url,
         )
+    }
+
+    /// Returns the `tls` line of the IMAP table, with the CA file or, for
+    /// plaintext, `allow_plaintext`.
+    fn imap_tls_settings(&self) -> String {
+        match self.imap_tls {
+            "none" => "tls = \"none\"\nallow_plaintext = true".to_owned(),
+            tls => format!("tls = \"{tls}\"\nca_file = \"{}\"", stack("STACK_CA_FILE")),
+        }
     }
 
     /// Runs `mailbridge authorize` and completes the sign-in as a

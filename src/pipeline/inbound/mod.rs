@@ -65,6 +65,8 @@ pub struct MailboxWatch {
     /// Keys of the published mail while `skip_known` applies, read from
     /// the checkpoint files once rather than for every batch.
     known: Option<HashSet<String>>,
+    /// Whether the warning that the server lacks IDLE was logged.
+    warned_no_idle: bool,
 }
 
 /// Reason a session ended without an error.
@@ -95,6 +97,7 @@ impl MailboxWatch {
             checkpoints,
             options,
             known: None,
+            warned_no_idle: false,
         }
     }
 
@@ -199,7 +202,7 @@ impl MailboxWatch {
         let settings = Arc::clone(&self.shared.settings);
         let mut shutdown = self.shared.shutdown.clone();
 
-        match settings.mode {
+        match self.wait_mode(session) {
             Mode::Idle => {
                 let wait = settings.idle_interval.min(until_renewal);
                 let event = tokio::select! {
@@ -222,6 +225,27 @@ impl MailboxWatch {
             }
         }
         Ok(None)
+    }
+
+    /// Chooses the mode to wait in: the configured one, except `poll` in
+    /// place of `idle` when the server does not list IDLE among its
+    /// capabilities, which is logged once per watch, not per session.
+    fn wait_mode(&mut self, session: &Session) -> Mode {
+        let settings = &self.shared.settings;
+        if settings.mode != Mode::Idle || session.capabilities().idle() {
+            return settings.mode;
+        }
+        if !self.warned_no_idle {
+            self.warned_no_idle = true;
+            warn!(
+                pipeline = %self.shared.pipeline, account = %self.account(),
+                mailbox = %self.mailbox, server = %session.server(),
+                poll_interval_ms = settings.poll_interval.as_millis() as u64,
+                "IMAP server does not support IDLE; polling every poll_interval instead"
+            );
+        }
+
+        Mode::Poll
     }
 
     /// Returns the time left until the access token's refresh point, when

@@ -4,6 +4,7 @@
 
 mod drain;
 mod limits;
+mod no_idle;
 mod resets;
 mod sessions;
 mod stopping;
