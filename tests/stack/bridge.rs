@@ -29,6 +29,8 @@ pub struct Setup {
     pub imap_tls: &'static str,
     /// SMTP port the account connects to: the stack's, or a forwarder's.
     pub smtp_port: u16,
+    /// SMTP `tls` setting, as [`Setup::imap_tls`] is for IMAP.
+    pub smtp_tls: &'static str,
     /// AMQP URL of the `rabbitmq` broker: the stack's, or a forwarder's.
     pub amqp_url: String,
 }
@@ -43,6 +45,7 @@ impl Setup {
             imap_port: crate::support::port("STACK_IMAPS_PORT"),
             imap_tls: "implicit",
             smtp_port: crate::support::port("STACK_SMTP_PORT"),
+            smtp_tls: "starttls",
             amqp_url: stack("STACK_AMQP_URL"),
         }
     }
@@ -99,8 +102,7 @@ connect_timeout = "5s"
 [accounts.{ACCOUNT}.smtp]
 host = "{smtp_host}"
 port = {smtp_port}
-tls = "starttls"
-ca_file = "{ca_file}"
+{smtp_tls}
 connect_timeout = "5s"
 
 [brokers.kafka]
@@ -122,22 +124,13 @@ url = "{amqp_url}"
             token_url = stack("STACK_OAUTH_TOKEN_URL"),
             imap_host = stack("STACK_IMAP_HOST"),
             imap_port = self.imap_port,
-            imap_tls = self.imap_tls_settings(),
+            imap_tls = tls_settings(self.imap_tls),
+            smtp_tls = tls_settings(self.smtp_tls),
             smtp_host = stack("STACK_SMTP_HOST"),
             smtp_port = self.smtp_port,
-            ca_file = stack("STACK_CA_FILE"),
             bootstrap = stack("STACK_KAFKA_BOOTSTRAP"),
             amqp_url = self.amqp_url,
         )
-    }
-
-    /// Returns the `tls` line of the IMAP table, with the CA file or, for
-    /// plaintext, `allow_plaintext`.
-    fn imap_tls_settings(&self) -> String {
-        match self.imap_tls {
-            "none" => "tls = \"none\"\nallow_plaintext = true".to_owned(),
-            tls => format!("tls = \"{tls}\"\nca_file = \"{}\"", stack("STACK_CA_FILE")),
-        }
     }
 
     /// Runs `mailbridge authorize` and completes the sign-in as a
@@ -351,6 +344,15 @@ pub fn schema_errors(name: &str, document: &Value) -> Vec<String> {
         .iter_errors(document)
         .map(|error| format!("{error} at {}", error.instance_path))
         .collect()
+}
+
+/// Returns the `tls` line of a server table for `tls`, with the stack's CA
+/// file or, for plaintext, `allow_plaintext`.
+fn tls_settings(tls: &str) -> String {
+    match tls {
+        "none" => "tls = \"none\"\nallow_plaintext = true".to_owned(),
+        tls => format!("tls = \"{tls}\"\nca_file = \"{}\"", stack("STACK_CA_FILE")),
+    }
 }
 
 /// Reads one of the demo mails.

@@ -10,6 +10,7 @@ mod content;
 mod injection;
 mod rejection;
 mod restart;
+mod retry_limit;
 mod round_trip;
 mod starttls;
 mod token;
