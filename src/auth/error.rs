@@ -235,6 +235,11 @@ impl OAuth2Error {
         self.response.as_ref()
     }
 
+    /// Returns whether the request got no response in time.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
     /// Returns the delay from `Retry-After`, when the response had a valid one.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after

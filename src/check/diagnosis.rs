@@ -1,5 +1,9 @@
 //! One-line diagnoses of failed steps: the likely cause and the fix.
 
+use std::time::Duration;
+
+use crate::auth::{Classification, OAuth2Error, ProviderError};
+
 /// Returns the diagnosis for a signed-in identity that cannot open the
 /// mailbox, naming the token's user when it differs from the address.
 pub(crate) fn wrong_user(address: &str, token_user: Option<&str>) -> String {
@@ -27,9 +31,73 @@ pub(crate) const PLAINTEXT: &str = "the server sent plaintext where TLS was expe
 pub(crate) const SMTP_AUTH_DISABLED: &str =
     "SMTP AUTH is disabled for the tenant or the mailbox: enable Authenticated SMTP for it";
 
-/// A token for Microsoft Graph, which the mail servers reject.
-pub(crate) const GRAPH_AUDIENCE: &str = "the token is for Microsoft Graph, so the wrong scope \
-     was requested: use the Exchange Online scopes of the preset";
+/// Returns the diagnosis for a token for Microsoft Graph, which the mail
+/// servers reject.
+pub(crate) fn graph_audience(account: &str) -> String {
+    format!(
+        "the token's audience is Microsoft Graph, which IMAP and SMTP reject, so a Graph \
+         scope or resource was requested: remove it from accounts.{account}.oauth2.scopes, \
+         keep the Exchange Online scopes of the microsoft preset, and run \
+         `mailbridge authorize {account}`"
+    )
+}
+
+/// Returns the diagnosis of a failed token request of `account`, from
+/// the classification of the token endpoint's response. `timeout` is the
+/// time limit of one token request.
+pub(crate) fn token_failure(error: &ProviderError, account: &str, timeout: Duration) -> String {
+    if error.needs_authorization() {
+        return authorize(account);
+    }
+    let Some(oauth2) = error.oauth2() else {
+        return SEE_ERROR.to_owned();
+    };
+    let settings = format!("accounts.{account}.oauth2");
+    match (oauth2.classification(), oauth2.status()) {
+        (Classification::InvalidClient, _) => format!(
+            "the token endpoint rejected the client: check {settings}.client_id and the \
+             client secret, which may have expired; a public client must send no secret"
+        ),
+        (Classification::InvalidScope, _) => {
+            format!("the token endpoint rejected a requested scope: check {settings}.scopes")
+        }
+        (Classification::UnauthorizedClient | Classification::UnsupportedGrantType, _) => {
+            format!("the app registration does not allow this grant: check {settings}.grant")
+        }
+        (Classification::InvalidResponse, _) => format!(
+            "the token endpoint's response is no OAuth2 token response: check that \
+             {settings}.token_url is the token endpoint itself, not a login page or a proxy"
+        ),
+        (Classification::Transient, Some(status)) => unavailable(oauth2, status),
+        (Classification::Transient, None) if oauth2.timed_out() => format!(
+            "the token endpoint did not respond within {}: check {settings}.token_url and \
+             the identity provider's status, then run the check again",
+            humantime::format_duration(timeout)
+        ),
+        (Classification::Transient, None) => format!(
+            "the token endpoint cannot be reached: check {settings}.token_url, the DNS \
+             and proxy settings, and that a firewall lets HTTPS through"
+        ),
+        _ => SEE_ERROR.to_owned(),
+    }
+}
+
+/// Returns the diagnosis of a token endpoint that answered with HTTP 429
+/// or 5xx, naming its `Retry-After` delay.
+fn unavailable(error: &OAuth2Error, status: u16) -> String {
+    let retry = match error.retry_after() {
+        Some(delay) => format!(
+            "run the check again after {}, as its Retry-After asks",
+            humantime::format_duration(delay)
+        ),
+        None => "run the check again later".to_owned(),
+    };
+    format!(
+        "the identity provider's token endpoint failed with HTTP {status}, an error on the \
+         provider's side that the configuration cannot fix: {retry}; if it persists, check \
+         the provider's status"
+    )
+}
 
 /// Returns the diagnosis for a refresh token that is missing or rejected.
 pub(crate) fn authorize(account: &str) -> String {
@@ -90,6 +158,37 @@ mod tests {
         assert!(token.contains("mailbridge authorize box"), "{token}");
         assert_eq!(matching, SEE_ERROR);
         assert!(other.contains("not for the address a@x.test"), "{other}");
+    }
+
+    fn token_error(status: u16, retry_after: Option<&str>, body: &str) -> ProviderError {
+        let now = std::time::SystemTime::now();
+        OAuth2Error::from_parts("box", status, retry_after, body.as_bytes(), now).into()
+    }
+
+    #[test]
+    fn token_failure_by_classification() {
+        let timeout = Duration::from_secs(10);
+        let client = token_error(401, None, r#"{"error":"invalid_client"}"#);
+        let busy = token_error(503, Some("7"), r#"{"error":"temporarily_unavailable"}"#);
+        let garbage = token_error(200, None, "<html>");
+        let grant = token_error(400, None, r#"{"error":"invalid_grant"}"#);
+        let hang: ProviderError = OAuth2Error::transport("box", true, "deadline").into();
+
+        let client = token_failure(&client, "box", timeout);
+        let busy = token_failure(&busy, "box", timeout);
+        let garbage = token_failure(&garbage, "box", timeout);
+        let grant = token_failure(&grant, "box", timeout);
+        let hang = token_failure(&hang, "box", timeout);
+
+        assert!(client.contains("accounts.box.oauth2.client_id"), "{client}");
+        assert!(busy.contains("HTTP 503"), "{busy}");
+        assert!(busy.contains("after 7s"), "{busy}");
+        assert!(
+            garbage.contains("accounts.box.oauth2.token_url"),
+            "{garbage}"
+        );
+        assert_eq!(grant, authorize("box"));
+        assert!(hang.contains("did not respond within 10s"), "{hang}");
     }
 
     #[test]

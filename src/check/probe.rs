@@ -94,22 +94,35 @@ async fn connect(
 ) -> Option<TcpStream> {
     let started = Instant::now();
     let address = addresses[0];
-    match within(timeout, async {
-        TcpStream::connect(address).await.map_err(|e| e.to_string())
-    })
-    .await
-    {
-        Ok(tcp) => {
+    let outcome = tokio::time::timeout(timeout, TcpStream::connect(address)).await;
+
+    let err = match outcome {
+        Ok(Ok(tcp)) => {
             let millis = started.elapsed().as_millis();
             steps.pass("tcp", format!("connected to {address} in {millis} ms"));
-            Some(tcp)
+            return Some(tcp);
         }
-        Err(detail) => {
-            let fix = "check the port, and that a firewall or proxy lets the connection through";
-            steps.fail("tcp", format!("{address}: {detail}"), fix.to_owned());
-            None
-        }
-    }
+        Ok(Err(err)) => err,
+        Err(_) => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("timed out after {}", humantime::format_duration(timeout)),
+        ),
+    };
+    let fix = match err.kind() {
+        std::io::ErrorKind::ConnectionRefused => format!(
+            "nothing listens on port {} of {}: check the port, and that the server runs",
+            address.port(),
+            address.ip()
+        ),
+        std::io::ErrorKind::TimedOut => "no answer to the connection request: a firewall \
+             may drop it, or the host or port is wrong; check both, and connect_timeout"
+            .to_owned(),
+        _ => "check the host and port, and that a firewall or proxy lets the connection \
+              through"
+            .to_owned(),
+    };
+    steps.fail("tcp", format!("{address}: {err}"), fix);
+    None
 }
 
 /// Runs `future` with `timeout`, turning a timeout into an error text.
@@ -263,7 +276,7 @@ pub(crate) fn verify(
         .map_err(|err| err.to_string())
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

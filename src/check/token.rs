@@ -6,11 +6,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
-use super::Steps;
-use super::diagnosis;
 use std::time::Duration;
 
-use crate::auth::{ProviderSettings, RetryPolicy, TokenProvider};
+use super::Steps;
+use super::diagnosis;
+use crate::auth::{HttpSettings, ProviderSettings, RetryPolicy, TokenProvider};
 use crate::config::Config;
 
 /// Claims of a JWT access token.
@@ -39,6 +39,10 @@ pub(crate) fn provider(
     }
 }
 
+/// Time limit of one token request. Two attempts bound the token step
+/// to about twice this long when the token endpoint does not respond.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Returns provider settings that give up within seconds, because a
 /// person waits for the check. A `mailbridge run` that refreshes the same
 /// account meanwhile does not get in the way, because both take the
@@ -55,10 +59,11 @@ fn check_settings() -> ProviderSettings {
         max_delay: Duration::from_secs(5),
         recheck_delay: Duration::from_secs(2),
     };
-    ProviderSettings {
-        retry,
-        ..ProviderSettings::default()
-    }
+    let http = HttpSettings {
+        request_timeout: REQUEST_TIMEOUT,
+        connect_timeout: Duration::from_secs(5),
+    };
+    ProviderSettings { retry, http }
 }
 
 /// Obtains a token. Returns the JWT claims (`None` for an opaque token),
@@ -71,10 +76,7 @@ pub(crate) async fn obtain(
     let token = match provider.access_token().await {
         Ok(token) => token,
         Err(err) => {
-            let fix = match err.needs_authorization() {
-                true => diagnosis::authorize(account),
-                false => diagnosis::SEE_ERROR.to_owned(),
-            };
+            let fix = diagnosis::token_failure(&err, account, REQUEST_TIMEOUT);
             steps.fail("token", err.to_string(), fix);
             return None;
         }
@@ -83,7 +85,7 @@ pub(crate) async fn obtain(
 
     match &claims {
         Some(claims) if claims.audience.iter().any(|aud| diagnosis::is_graph(aud)) => {
-            let fix = diagnosis::GRAPH_AUDIENCE.to_owned();
+            let fix = diagnosis::graph_audience(account);
             steps.fail("token", describe(claims), fix);
             return None;
         }

@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::bridge::{ACCOUNT, Setup};
-use crate::support::{mail_address, port, stack, unique};
+use crate::bridge::{ACCOUNT, Setup, free_port};
+use crate::support::{http, mail_address, port, stack, unique};
 
 /// Result of one `mailbridge check` run.
 struct Output {
@@ -286,4 +287,261 @@ async fn check_unknown_account_exits_64() {
 
     assert_eq!(output.status, Some(64), "{}", output.stderr);
     assert!(output.stderr.contains("nobody"), "{}", output.stderr);
+}
+
+// === Faults of the OAuth2 server ===
+
+/// Token requests that fail after an injection: more than the check's two
+/// attempts, so that every attempt of one check fails.
+const INJECTED_FAILURES: u32 = 4;
+
+/// Upper bound of a check whose token endpoint never responds: two
+/// attempts of 10 s each, plus the connection steps and some slack.
+const HANG_BOUND: Duration = Duration::from_secs(40);
+
+/// Sends `body` to the OAuth2 server's control endpoint.
+async fn control(body: Value) -> Value {
+    let response = http()
+        .post(stack("STACK_OAUTH_CONTROL_URL"))
+        .json(&body)
+        .send()
+        .await
+        .expect("control request");
+    assert!(
+        response.status().is_success(),
+        "control: {}",
+        response.status()
+    );
+    response.json().await.expect("control response is JSON")
+}
+
+/// Makes the next token requests fail in `mode`, and clears the failure
+/// when dropped, even after a failed assert, because every test shares
+/// the OAuth2 server.
+struct InjectedFailure;
+
+impl InjectedFailure {
+    async fn token(mode: &str) -> Self {
+        let fail = json!({
+            "endpoint": "token",
+            "mode": mode,
+            "count": INJECTED_FAILURES,
+            "retry_after": 1,
+        });
+        control(json!({ "fail": fail })).await;
+        Self
+    }
+}
+
+impl Drop for InjectedFailure {
+    fn drop(&mut self) {
+        let clear = || {
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            runtime.block_on(control(json!({"fail": {"endpoint": "token", "count": 0}})));
+        };
+        // A runtime cannot start inside the test's runtime thread.
+        let _ = std::thread::spawn(clear).join();
+    }
+}
+
+/// Removes the cached access token, so that the token step sends a
+/// refresh request.
+fn forget_access_token(setup: &Setup) {
+    let mut tokens = stored_tokens(setup);
+    tokens["access_token"] = Value::Null;
+    tokens["access_token_expires_at"] = Value::Null;
+    std::fs::write(token_file(setup), tokens.to_string()).expect("write token file");
+}
+
+/// Runs `check --smtp` of a signed-in account whose token endpoint fails
+/// in `mode`, and checks that the token step failed with exit status 1.
+async fn check_token_fault(prefix: &str, mode: &str) -> Output {
+    let setup = Setup::new(prefix);
+    setup.prepare(PIPELINE).await;
+    forget_access_token(&setup);
+    let _failure = InjectedFailure::token(mode).await;
+
+    let output = run_check(&setup, &["--smtp"], &[], |text| text);
+
+    assert_eq!(output.status, Some(1), "{}{}", output.stdout, output.stderr);
+    let line = step_line(&output, "smtp", "token");
+    assert!(line.contains("FAIL"), "{line}");
+    assert!(!output.stdout.contains("smtp login"), "{}", output.stdout);
+    output
+}
+
+#[tokio::test]
+async fn check_token_invalid_client_in_sequence() {
+    let output = check_token_fault("check-client", "invalid_client").await;
+
+    assert!(step_line(&output, "smtp", "token").contains("invalid_client"));
+    let fix = diagnosis(&output);
+    assert!(fix.contains("rejected the client"), "{fix}");
+    assert!(fix.contains("accounts.watched.oauth2.client_id"), "{fix}");
+}
+
+#[tokio::test]
+async fn check_token_server_error_in_sequence() {
+    let output = check_token_fault("check-500", "500").await;
+
+    assert!(step_line(&output, "smtp", "token").contains("HTTP 500"));
+    let fix = diagnosis(&output);
+    assert!(fix.contains("failed with HTTP 500"), "{fix}");
+    assert!(fix.contains("provider's side"), "{fix}");
+}
+
+#[tokio::test]
+async fn check_token_unavailable_in_sequence() {
+    let output = check_token_fault("check-503", "503").await;
+
+    let line = step_line(&output, "smtp", "token");
+    assert!(line.contains("temporarily_unavailable"), "{line}");
+    let fix = diagnosis(&output);
+    assert!(fix.contains("HTTP 503"), "{fix}");
+    assert!(
+        fix.contains("again after 1s, as its Retry-After asks"),
+        "{fix}"
+    );
+}
+
+#[tokio::test]
+async fn check_token_garbage_body_in_sequence() {
+    let output = check_token_fault("check-garbage", "garbage").await;
+
+    let line = step_line(&output, "smtp", "token");
+    assert!(line.contains("not JSON"), "{line}");
+    let fix = diagnosis(&output);
+    assert!(fix.contains("no OAuth2 token response"), "{fix}");
+    assert!(fix.contains("accounts.watched.oauth2.token_url"), "{fix}");
+}
+
+#[tokio::test]
+async fn check_token_endpoint_hang_in_sequence() {
+    let started = Instant::now();
+
+    let output = check_token_fault("check-hang", "hang").await;
+
+    let elapsed = started.elapsed();
+    assert!(elapsed < HANG_BOUND, "the check took {elapsed:?}");
+    assert!(step_line(&output, "smtp", "token").contains("timed out"));
+    let fix = diagnosis(&output);
+    assert!(fix.contains("did not respond within 10s"), "{fix}");
+}
+
+#[tokio::test]
+async fn check_revoked_user_needs_sign_in() {
+    let setup = Setup::new("check-revoked");
+    setup.prepare(PIPELINE).await;
+    let revoked = control(json!({ "revoke_user": setup.user })).await;
+    assert!(revoked["revoked"].as_u64() > Some(0), "{revoked}");
+
+    let output = run_check(&setup, &["--imap"], &[], |text| text);
+
+    assert_eq!(output.status, Some(1), "{}{}", output.stdout, output.stderr);
+    // The cached token still decodes; the server rejects it at sign-in,
+    // and the forced refresh finds the refresh token revoked.
+    assert!(step_line(&output, "imap", "token").contains(" ok "));
+    let line = step_line(&output, "imap", "login");
+    assert!(line.contains("FAIL"), "{line}");
+    let fix = diagnosis(&output);
+    assert!(fix.contains("run `mailbridge authorize watched`"), "{fix}");
+}
+
+/// Redeems the stored refresh token for an access token whose audience
+/// is Microsoft Graph (RFC 8707 `resource`), and stores both new tokens.
+async fn store_graph_token(setup: &Setup) {
+    let mut tokens = stored_tokens(setup);
+    let refresh_token = tokens["refresh_token"].as_str().expect("refresh token");
+    let response = http()
+        .post(stack("STACK_OAUTH_TOKEN_URL"))
+        .basic_auth(
+            stack("STACK_OAUTH_CLIENT_ID"),
+            Some(stack("STACK_OAUTH_CLIENT_SECRET")),
+        )
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("resource", "https://graph.microsoft.com"),
+        ])
+        .send()
+        .await
+        .expect("token request");
+    assert!(response.status().is_success(), "{}", response.status());
+    let body: Value = response.json().await.expect("token response is JSON");
+
+    tokens["access_token"] = body["access_token"].clone();
+    tokens["refresh_token"] = body["refresh_token"].clone();
+    assert!(
+        !tokens["access_token_expires_at"].is_null(),
+        "no expiry stored"
+    );
+    std::fs::write(token_file(setup), tokens.to_string()).expect("write token file");
+}
+
+#[tokio::test]
+async fn check_graph_audience_named() {
+    let setup = Setup::new("check-graph");
+    setup.prepare(PIPELINE).await;
+    store_graph_token(&setup).await;
+
+    let output = run_check(&setup, &["--smtp"], &[], |text| text);
+
+    assert_eq!(output.status, Some(1), "{}{}", output.stdout, output.stderr);
+    let line = step_line(&output, "smtp", "token");
+    assert!(line.contains("FAIL"), "{line}");
+    assert!(line.contains("aud=https://graph.microsoft.com"), "{line}");
+    let fix = diagnosis(&output);
+    assert!(fix.contains("Microsoft Graph"), "{fix}");
+    assert!(fix.contains("accounts.watched.oauth2.scopes"), "{fix}");
+}
+
+#[tokio::test]
+async fn check_refused_connection() {
+    let setup = Setup::new("check-refused");
+    setup.prepare(PIPELINE).await;
+    // Nothing listens on a port that was free a moment ago.
+    let closed = free_port().to_string();
+    let env = [("MAILBRIDGE_ACCOUNTS__WATCHED__IMAP__PORT", closed.as_str())];
+
+    let output = run_check(&setup, &["--imap"], &env, |text| text);
+
+    assert_eq!(output.status, Some(1), "{}{}", output.stdout, output.stderr);
+    let line = step_line(&output, "imap", "tcp");
+    assert!(line.contains("FAIL"), "{line}");
+    assert!(line.contains(&format!("127.0.0.1:{closed}")), "{line}");
+    assert!(line.to_lowercase().contains("refused"), "{line}");
+    let fix = diagnosis(&output);
+    assert!(
+        fix.contains(&format!("nothing listens on port {closed}")),
+        "{fix}"
+    );
+}
+
+// === Certificate anchor ===
+
+#[tokio::test]
+async fn check_certificate_anchor_from_ca_file() {
+    let setup = Setup::new("check-anchor");
+    setup.prepare(PIPELINE).await;
+
+    let text = run_check(&setup, &["--imap"], &[], |text| text);
+    let json = run_check(&setup, &["--imap", "--json"], &[], |text| text);
+
+    let line = step_line(&text, "imap", "certificate");
+    assert!(line.contains(" ok "), "{line}");
+    assert!(
+        line.contains("anchor=O=mailbridge test stack, CN=mailbridge test CA (ca_file)"),
+        "{line}"
+    );
+    let value: Value = serde_json::from_str(&json.stdout).expect("stdout is JSON");
+    let steps = value["steps"].as_array().expect("steps");
+    let certificate = steps
+        .iter()
+        .find(|step| step["step"] == "certificate")
+        .expect("a certificate step");
+    assert_eq!(certificate["anchor"]["source"], "ca_file");
+    assert_eq!(
+        certificate["anchor"]["subject"],
+        "O=mailbridge test stack, CN=mailbridge test CA"
+    );
 }
