@@ -60,22 +60,41 @@ pub fn handshake_fix(err: &io::Error) -> &'static str {
 /// `ca_file`. Platform certificates that fail to parse are skipped, as
 /// browsers do.
 pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
+    let mut roots = platform_store();
     if let Some(file) = ca_file {
-        for certificate in read_pem(file)? {
-            roots.add(certificate).map_err(|err| TlsError::CaFile {
-                file: file.to_owned(),
-                reason: err.to_string(),
-            })?;
-        }
+        roots.roots.extend(ca_file_store(file)?.roots);
     }
 
     match roots.is_empty() {
         true => Err(TlsError::NoRoots),
         false => Ok(roots),
     }
+}
+
+/// Returns the platform's root certificates, skipping those that fail to
+/// parse.
+pub fn platform_store() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    roots
+}
+
+/// Returns the certificates of the PEM file `file` as trust anchors.
+///
+/// # Errors
+///
+/// [`TlsError::CaFile`] when the file cannot be read, is not PEM, has no
+/// certificate or has one that cannot be a trust anchor.
+pub fn ca_file_store(file: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in read_pem(file)? {
+        roots.add(certificate).map_err(|err| TlsError::CaFile {
+            file: file.to_owned(),
+            reason: err.to_string(),
+        })?;
+    }
+    Ok(roots)
 }
 
 /// Returns a client configuration that verifies servers against

@@ -20,6 +20,8 @@ mod token;
 
 use serde::Serialize;
 
+pub use certificate::{Anchor, AnchorSource};
+
 use crate::config::Config;
 
 /// Failure to start a check, before any step ran.
@@ -87,6 +89,10 @@ pub struct Step {
     /// The likely cause and fix of a failed step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<String>,
+    /// The root that anchors the verified chain of a passed certificate
+    /// step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<Anchor>,
 }
 
 /// The steps of one endpoint, in order, as they are recorded.
@@ -109,15 +115,28 @@ impl Steps<'_> {
         self.record(step, false, detail.into(), Some(fix));
     }
 
+    /// Records a passed certificate step with the chain's anchor.
+    pub(crate) fn pass_certificate(&mut self, detail: String, anchor: Option<Anchor>) {
+        let mut step = self.step("certificate", true, detail, None);
+        step.anchor = anchor;
+        (self.sink)(step);
+    }
+
     fn record(&mut self, step: &'static str, ok: bool, detail: String, fix: Option<String>) {
-        (self.sink)(Step {
+        let step = self.step(step, ok, detail, fix);
+        (self.sink)(step);
+    }
+
+    fn step(&self, step: &'static str, ok: bool, detail: String, fix: Option<String>) -> Step {
+        Step {
             account: self.account.to_owned(),
             protocol: self.protocol,
             step,
             ok,
             detail,
             diagnosis: fix,
-        });
+            anchor: None,
+        }
     }
 }
 

@@ -35,6 +35,7 @@ mod tests {
             ok,
             detail: "connected".into(),
             diagnosis: (!ok).then(|| "check the port".into()),
+            anchor: None,
         }
     }
 
