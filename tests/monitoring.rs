@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use prometheus::{IntGauge, Registry};
 use serde_json::Value;
 
-use mailbridge::telemetry::{InboundMetrics, Metrics, OutboundMetrics, process};
+use mailbridge::telemetry::{InboundMetrics, Metrics, OutboundMetrics, Readiness, process};
 
 const DASHBOARD: &str = include_str!("../monitoring/grafana-dashboard.json");
 const ALERTS: &str = include_str!("../monitoring/alerts.yml");
@@ -41,6 +41,7 @@ fn product_registry() -> Registry {
     InboundMetrics::new(&registry).expect("register the inbound metrics");
     OutboundMetrics::new(&registry).expect("register the outbound metrics");
     process::register(&registry).expect("register the process metrics");
+    Readiness::registered(&registry).expect("register the readiness gauge");
     registry
 }
 

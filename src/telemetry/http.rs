@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -30,9 +30,33 @@ pub struct ComponentState {
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     components: Arc<Mutex<BTreeMap<String, ComponentState>>>,
+    /// `mailbridge_ready{component}`, when registered.
+    gauge: Option<IntGaugeVec>,
 }
 
 impl Readiness {
+    /// Creates the readiness state and registers its gauge on `registry`.
+    ///
+    /// # Errors
+    ///
+    /// [`prometheus::Error::AlreadyReg`] when `registry` already has it.
+    pub fn registered(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let gauge = IntGaugeVec::new(
+            Opts::new(
+                "mailbridge_ready",
+                "1 while the component is ready, else 0, as /readyz reports it; a \
+                 boolean without unit.",
+            ),
+            &["component"],
+        )?;
+        registry.register(Box::new(gauge.clone()))?;
+
+        Ok(Self {
+            components: Arc::default(),
+            gauge: Some(gauge),
+        })
+    }
+
     /// Marks `component` ready.
     pub fn ready(&self, component: &str) {
         self.set(
@@ -57,6 +81,11 @@ impl Readiness {
 
     fn set(&self, component: &str, state: ComponentState) {
         let mut components = self.components.lock().expect("readiness lock");
+        if let Some(gauge) = &self.gauge {
+            gauge
+                .with_label_values(&[component])
+                .set(i64::from(state.ready));
+        }
         components.insert(component.to_owned(), state);
     }
 
@@ -148,6 +177,20 @@ mod tests {
             components["account/support"].reason.as_deref(),
             Some("refresh token rejected")
         );
+    }
+
+    #[test]
+    fn readiness_gauge_follows_state() {
+        let registry = Registry::new();
+        let readiness = Readiness::registered(&registry).unwrap();
+
+        readiness.not_ready("outbound/replies", "connecting to the broker");
+        let before = encode(&registry);
+        readiness.ready("outbound/replies");
+        let after = encode(&registry);
+
+        assert!(before.contains(r#"mailbridge_ready{component="outbound/replies"} 0"#));
+        assert!(after.contains(r#"mailbridge_ready{component="outbound/replies"} 1"#));
     }
 
     #[tokio::test]

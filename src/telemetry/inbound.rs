@@ -141,6 +141,36 @@ impl InboundMetrics {
         ]
     }
 
+    /// Creates the series of inbound pipeline `pipeline`, which reads
+    /// `mailboxes` of `account`, so that they are exported before the first
+    /// event: counters, histograms and the connection state at 0, and the
+    /// two timestamps at `started`, so that staleness counts from the
+    /// start. Label values that come from errors are not known yet.
+    pub fn init_pipeline(
+        &self,
+        pipeline: &str,
+        account: &str,
+        mailboxes: &[String],
+        started: SystemTime,
+    ) {
+        self.published.with_label_values(&[pipeline, "success"]);
+        self.publish_duration.with_label_values(&[pipeline]);
+        self.mail_age.with_label_values(&[pipeline]);
+        for mailbox in mailboxes {
+            let labels = [account, mailbox.as_str()];
+            self.poll_duration.with_label_values(&labels);
+            self.fetched.with_label_values(&labels);
+            self.resets.with_label_values(&labels);
+            self.connected.with_label_values(&labels).set(0);
+            self.last_success
+                .with_label_values(&labels)
+                .set(unix_seconds(started));
+            self.last_activity
+                .with_label_values(&labels)
+                .set(unix_seconds(started));
+        }
+    }
+
     /// Records one successful fetch cycle of `mailbox`.
     pub fn record_cycle(&self, account: &str, mailbox: &str, duration: Duration, fetched: usize) {
         let labels = [account, mailbox];

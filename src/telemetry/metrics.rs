@@ -120,6 +120,15 @@ impl Metrics {
         Ok(())
     }
 
+    /// Creates the series of `account` for successful token requests and
+    /// their duration at 0. The token provider sets the gauges when it
+    /// loads the tokens.
+    pub fn init_account(&self, account: &str) {
+        self.token_refreshes
+            .with_label_values(&[account, "success"]);
+        self.token_refresh_duration.with_label_values(&[account]);
+    }
+
     /// Counts one token request of `account` that ended with `result`
     /// (`success` or an error kind) after `duration`.
     pub fn record_token_request(&self, account: &str, result: &str, duration: Duration) {

@@ -68,6 +68,15 @@ impl OutboundMetrics {
         Ok(metrics)
     }
 
+    /// Creates the series of outbound pipeline `pipeline` at 0, so that
+    /// they are exported before the first send. Label values that come
+    /// from errors are not known yet.
+    pub fn init_pipeline(&self, pipeline: &str) {
+        self.sent.with_label_values(&[pipeline, "success"]);
+        self.send_duration.with_label_values(&[pipeline]);
+        self.retries.with_label_values(&[pipeline]);
+    }
+
     /// Records one send attempt of `pipeline` that ended with `result`.
     pub fn record_attempt(&self, pipeline: &str, result: &str, duration: Duration) {
         self.sent.with_label_values(&[pipeline, result]).inc();

@@ -20,6 +20,7 @@ mod imap;
 mod imap_session;
 mod inbound;
 mod kafka;
+mod metrics;
 mod oauth;
 mod outbound;
 mod publish;

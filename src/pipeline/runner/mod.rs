@@ -84,11 +84,12 @@ pub async fn run(config: Config, signal: watch::Receiver<bool>) -> Result<(), Ru
         metrics: Metrics::new(&registry)?,
         inbound: InboundMetrics::new(&registry)?,
         outbound: OutboundMetrics::new(&registry)?,
+        readiness: Readiness::registered(&registry)?,
         registry,
-        readiness: Readiness::default(),
         shutdown,
         fatal,
     };
+    init_series(&config, &cx);
     let address = config.metrics.listen;
     let listener = http::bind(address)
         .await
@@ -191,6 +192,23 @@ fn log_summary(config: &Config, metrics: SocketAddr) {
             max_in_flight = outbound.max_in_flight.get(),
             "Outbound pipeline"
         );
+    }
+}
+
+/// Creates the metric series of every configured pipeline and of the
+/// accounts they use, because the prometheus crate exports a labelled
+/// series only after it was created, and `rate()` and `absent()` need it from the
+/// start.
+fn init_series(config: &Config, cx: &Context) {
+    let started = std::time::SystemTime::now();
+    for (name, inbound) in &config.inbound {
+        cx.inbound
+            .init_pipeline(name, &inbound.account, &inbound.mailboxes, started);
+        cx.metrics.init_account(&inbound.account);
+    }
+    for (name, outbound) in &config.outbound {
+        cx.outbound.init_pipeline(name);
+        cx.metrics.init_account(&outbound.account);
     }
 }
 
