@@ -17,5 +17,9 @@ ENV MAILBRIDGE_STATE__DIRECTORY=/var/lib/mailbridge \
     MAILBRIDGE_LOG_FORMAT=json
 VOLUME /var/lib/mailbridge
 EXPOSE 9464
+# The slim image has no curl: `mailbridge health` requests /healthz on the
+# [metrics] listen address of the same configuration.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
+    CMD ["mailbridge", "health"]
 ENTRYPOINT ["mailbridge"]
 CMD ["run"]

@@ -9,10 +9,12 @@
 //! - `token_age` computes the refresh token ages at each scrape.
 //! - [`process`] registers the `process_*` metrics of the running
 //!   process.
-//! - [`http`] serves `/metrics`, `/healthz` and `/readyz`.
+//! - [`http`] serves `/metrics`, `/healthz` and `/readyz`, and
+//!   [`health`] requests `/healthz` for `mailbridge health`.
 //! - [`logging`] installs the tracing subscriber, and [`rate_limit`]
 //!   drops repeated warnings and errors.
 
+pub mod health;
 pub mod http;
 pub mod inbound;
 pub mod logging;

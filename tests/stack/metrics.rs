@@ -1,9 +1,11 @@
 //! `/metrics` of a real `mailbridge run` on the stack, against the names
-//! that the Grafana dashboard and the alert rules query.
+//! that the Grafana dashboard and the alert rules query, and `mailbridge
+//! health` against a running bridge and a closed port.
 
 use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
 
-use crate::bridge::Setup;
+use crate::bridge::{Setup, free_port};
 use crate::records::declare_queue;
 use crate::support::unique;
 
@@ -95,4 +97,62 @@ async fn run_metrics_cover_monitoring() {
         assert!(scrape.contains(sample), "no `{sample}` in:\n{scrape}");
     }
     bridge.stop().await;
+}
+
+/// Runs `mailbridge health` with the configuration of `setup` and
+/// `[metrics] listen` set to `listen`. Returns the exit status, standard
+/// output and standard error.
+fn health(setup: &Setup, listen: &str) -> (Option<i32>, String, String) {
+    let config = setup
+        .state()
+        .parent()
+        .expect("state has a parent")
+        .join("mailbridge.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_mailbridge"))
+        .arg("--config")
+        .arg(config)
+        .arg("health")
+        .env("MAILBRIDGE_METRICS__LISTEN", listen)
+        .env_remove("MAILBRIDGE_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mailbridge health");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn health_ok_while_running() {
+    let setup = Setup::new("health-ok");
+    setup.prepare("").await;
+    let bridge = setup.start();
+    setup.wait_ready().await;
+    let wildcard = format!("0.0.0.0:{}", setup.metrics_port());
+
+    let (status, stdout, stderr) = health(&setup, &wildcard);
+
+    assert_eq!(status, Some(0), "{stdout}{stderr}");
+    let url = format!("http://127.0.0.1:{}/healthz", setup.metrics_port());
+    assert_eq!(stdout.trim(), format!("ok: GET {url} returned 200"));
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn health_fails_on_closed_port() {
+    let setup = Setup::new("health-closed");
+    setup.prepare("").await;
+    let closed = format!("127.0.0.1:{}", free_port());
+
+    let (status, stdout, stderr) = health(&setup, &closed);
+
+    assert_eq!(status, Some(1), "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains(&format!("GET http://{closed}/healthz failed")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[metrics] listen"), "{stderr}");
 }
