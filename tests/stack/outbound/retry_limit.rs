@@ -104,10 +104,12 @@ async fn transient_failure_dead_lettered_after_max_attempts() {
         metrics.contains(&dead_lettered),
         "{dead_lettered} in\n{metrics}"
     );
+    // The retries repeat one warning, which the log keeps once a minute;
+    // the retry counter above counts every one.
     assert_eq!(
         log.matches("Send failed; retrying with the same Message-ID")
             .count(),
-        MAX_ATTEMPTS - 1,
+        1,
         "{log}"
     );
 }
