@@ -1,0 +1,310 @@
+//! Counting consumers, which decide when a document is confirmed in a
+//! broker, and the minimal producers that measure the broker limit.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::try_join_all;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+
+use crate::mail;
+use crate::{BrokerArgs, BrokerKind};
+
+/// Schema name of the inbound documents, as mailbridge labels them.
+const SCHEMA: &str = "mailbridge.inbound-mail.v1";
+
+/// Distinct documents seen so far and their total payload size.
+#[derive(Default)]
+pub struct Progress {
+    pub distinct: AtomicUsize,
+    pub bytes: AtomicU64,
+}
+
+impl Progress {
+    fn record(&self, seen: &mut HashSet<Vec<u8>>, id: &[u8], payload_bytes: usize) -> usize {
+        if !seen.insert(id.to_vec()) {
+            return self.distinct.load(Ordering::Relaxed);
+        }
+        self.bytes
+            .fetch_add(payload_bytes as u64, Ordering::Relaxed);
+        self.distinct.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Consumes the target from its start and returns the moment the
+/// `expected`-th distinct document id arrived. Kafka records are identified
+/// by key, AMQP messages by `message_id`. `ready` fires once the consumer
+/// is assigned or subscribed.
+pub async fn count(
+    broker: &BrokerArgs,
+    expected: usize,
+    progress: Arc<Progress>,
+    ready: oneshot::Sender<()>,
+) -> Result<Instant, String> {
+    match broker.broker {
+        BrokerKind::Kafka => count_kafka(broker, expected, progress, ready).await,
+        BrokerKind::Amqp => count_amqp(broker, expected, progress, ready).await,
+    }
+}
+
+async fn count_kafka(
+    broker: &BrokerArgs,
+    expected: usize,
+    progress: Arc<Progress>,
+    ready: oneshot::Sender<()>,
+) -> Result<Instant, String> {
+    let topic = &broker.target;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .set(
+            "group.id",
+            format!("mailbridge-bench-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        // The default of 500 ms would add up to half a second to the
+        // moment the last document is seen.
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .map_err(|err| format!("failed to create the Kafka consumer: {err}"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|err| format!("failed to read the metadata of topic {topic}: {err}"))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|entry| entry.name() == topic)
+        .map(|entry| entry.partitions().len())
+        .unwrap_or(0);
+    if partitions == 0 {
+        return Err(format!("topic {topic} does not exist: create it first"));
+    }
+    // Assigning the partitions directly skips the consumer group join,
+    // which takes 3 s on the mock broker.
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition as i32, Offset::Beginning)
+            .map_err(|err| format!("failed to assign {topic}/{partition}: {err}"))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|err| format!("failed to assign topic {topic}: {err}"))?;
+    let _ = ready.send(());
+
+    let mut seen = HashSet::with_capacity(expected);
+    loop {
+        let message = consumer
+            .recv()
+            .await
+            .map_err(|err| format!("failed to read from topic {topic}: {err}"))?;
+        let Some(key) = message.key() else { continue };
+        let payload_bytes = message.payload().map_or(0, <[u8]>::len);
+        if progress.record(&mut seen, key, payload_bytes) >= expected {
+            return Ok(Instant::now());
+        }
+    }
+}
+
+async fn count_amqp(
+    broker: &BrokerArgs,
+    expected: usize,
+    progress: Arc<Progress>,
+    ready: oneshot::Sender<()>,
+) -> Result<Instant, String> {
+    let queue = &broker.target;
+    let connection = Connection::connect(&broker.address, ConnectionProperties::default())
+        .await
+        .map_err(|err| format!("failed to connect to the AMQP broker: {err}"))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|err| format!("failed to open an AMQP channel: {err}"))?;
+    // The same declaration as mailbridge's `declare = true`: durable, no
+    // arguments, so whichever comes first creates the queue.
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue, options, FieldTable::default())
+        .await
+        .map_err(|err| format!("failed to declare queue {queue}: {err}"))?;
+    let consume = BasicConsumeOptions {
+        no_ack: true,
+        ..BasicConsumeOptions::default()
+    };
+    let mut consumer = channel
+        .basic_consume(queue, "mailbridge-bench", consume, FieldTable::default())
+        .await
+        .map_err(|err| format!("failed to consume from queue {queue}: {err}"))?;
+    let _ = ready.send(());
+
+    let mut seen = HashSet::with_capacity(expected);
+    while let Some(delivery) = consumer.next().await {
+        let delivery = delivery.map_err(|err| format!("failed to read from {queue}: {err}"))?;
+        let Some(id) = delivery.properties.message_id() else {
+            continue;
+        };
+        let id = id.as_str().as_bytes().to_vec();
+        if progress.record(&mut seen, &id, delivery.data.len()) >= expected {
+            return Ok(Instant::now());
+        }
+    }
+    Err(format!("the consumer of queue {queue} was cancelled"))
+}
+
+/// Sends `count` documents of `document_bytes` bytes in batches of `batch`,
+/// waiting for every confirmation of a batch before the next, as mailbridge
+/// does before it checkpoints. Returns the seconds until the last
+/// confirmation.
+pub async fn produce(
+    broker: &BrokerArgs,
+    count: usize,
+    document_bytes: usize,
+    batch: usize,
+) -> Result<f64, String> {
+    let started = Instant::now();
+    let ids: Vec<String> = (0..count)
+        .map(|index| format!("{:016x}{:048x}", std::process::id(), index))
+        .collect();
+    match broker.broker {
+        BrokerKind::Kafka => produce_kafka(broker, &ids, document_bytes, batch).await?,
+        BrokerKind::Amqp => produce_amqp(broker, &ids, document_bytes, batch).await?,
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Sends with mailbridge's producer settings: idempotence, `acks=all` and
+/// a 30 s message timeout.
+async fn produce_kafka(
+    broker: &BrokerArgs,
+    ids: &[String],
+    document_bytes: usize,
+    batch: usize,
+) -> Result<(), String> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .set("client.id", "mailbridge-bench")
+        .set("message.timeout.ms", "30000")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .map_err(|err| format!("failed to create the Kafka producer: {err}"))?;
+    for chunk in ids.chunks(batch.max(1)) {
+        let documents: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|id| mail::document(id, document_bytes))
+            .collect();
+        let sends = chunk.iter().zip(&documents).map(|(id, document)| {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "schema",
+                    value: Some(SCHEMA),
+                })
+                .insert(Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                });
+            let record = FutureRecord::to(&broker.target)
+                .key(id.as_str())
+                .payload(document.as_slice())
+                .headers(headers);
+            let delivery = producer.send(record, Duration::from_secs(30));
+            async move { delivery.await.map_err(|(err, _)| err) }
+        });
+        try_join_all(sends)
+            .await
+            .map_err(|err| format!("failed to send to topic {}: {err}", broker.target))?;
+    }
+    Ok(())
+}
+
+/// Publishes with mailbridge's settings: persistent, `mandatory`, publisher
+/// confirms and `message_id` set, through the default exchange.
+async fn produce_amqp(
+    broker: &BrokerArgs,
+    ids: &[String],
+    document_bytes: usize,
+    batch: usize,
+) -> Result<(), String> {
+    let queue = &broker.target;
+    let connection = Connection::connect(&broker.address, ConnectionProperties::default())
+        .await
+        .map_err(|err| format!("failed to connect to the AMQP broker: {err}"))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|err| format!("failed to open an AMQP channel: {err}"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|err| format!("failed to enable publisher confirms: {err}"))?;
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    for chunk in ids.chunks(batch.max(1)) {
+        let mut confirms = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(id.as_str().into())
+                .with_type(SCHEMA.into())
+                .with_app_id("mailbridge-bench".into());
+            let document = mail::document(id, document_bytes);
+            let confirm = channel
+                .basic_publish("", queue, options, &document, properties)
+                .await
+                .map_err(|err| format!("failed to publish to queue {queue}: {err}"))?;
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            let confirmation = confirm
+                .await
+                .map_err(|err| format!("publish to queue {queue} failed: {err}"))?;
+            if !confirmation.is_ack() || confirmation.take_message().is_some() {
+                return Err(format!("queue {queue} did not accept a message"));
+            }
+        }
+    }
+    let _ = connection.close(200, "done").await;
+    Ok(())
+}
+
+/// Deletes the AMQP queue of a finished measurement, so that benchmark
+/// queues do not pile up in the broker. Kafka topics stay, because the
+/// mock broker has no Admin API to delete them.
+pub async fn remove_target(broker: &BrokerArgs) -> Result<(), String> {
+    let BrokerKind::Amqp = broker.broker else {
+        return Ok(());
+    };
+    let queue = &broker.target;
+    let connection = Connection::connect(&broker.address, ConnectionProperties::default())
+        .await
+        .map_err(|err| format!("failed to connect to the AMQP broker: {err}"))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|err| format!("failed to open an AMQP channel: {err}"))?;
+    channel
+        .queue_delete(queue, QueueDeleteOptions::default())
+        .await
+        .map_err(|err| format!("failed to delete queue {queue}: {err}"))?;
+    let _ = connection.close(200, "done").await;
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! The measured process: start, resource samples from /proc, and stop.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// A started command whose standard output and error go to a log file.
+pub struct Measured {
+    child: Child,
+    pid: u32,
+    /// Largest VmHWM seen, in bytes.
+    pub peak_rss_bytes: u64,
+}
+
+/// Resident memory and CPU time of a process at one moment.
+pub struct Sample {
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+impl Measured {
+    pub fn start(command: &[String], log: &Path) -> Result<Self, String> {
+        let (program, args) = command
+            .split_first()
+            .ok_or("no command to measure: give it after --")?;
+        let log_file = File::create(log)
+            .map_err(|err| format!("failed to create {}: {err}", log.display()))?;
+        let stdout = log_file
+            .try_clone()
+            .map_err(|err| format!("failed to open {}: {err}", log.display()))?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|err| format!("failed to start {program}: {err}"))?;
+        let pid = child.id().ok_or("the measured process exited at once")?;
+        Ok(Self {
+            child,
+            pid,
+            peak_rss_bytes: 0,
+        })
+    }
+
+    /// Reads the process's memory and CPU time, and fails when it exited.
+    pub fn sample(&mut self) -> Result<Sample, String> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(format!("the measured process exited early with {status}"));
+        }
+        let sample = read_sample(self.pid)?;
+        self.peak_rss_bytes = self.peak_rss_bytes.max(sample.peak_rss_bytes);
+        Ok(sample)
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the exit; returns the exit
+    /// code, or fails when the process had to be killed.
+    pub async fn stop(mut self, grace: Duration) -> Result<i32, String> {
+        let pid = libc::pid_t::try_from(self.pid).map_err(|err| err.to_string())?;
+        // SAFETY: kill(2) takes plain integers, and `pid` is our own child,
+        // which has not been reaped yet, so the id names no other process.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(format!(
+                "failed to send SIGTERM to {pid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(Ok(status)) => Ok(status.code().unwrap_or(-1)),
+            Ok(Err(err)) => Err(format!("failed to wait for process {pid}: {err}")),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Err(format!(
+                    "process {pid} did not exit within {grace:?} of SIGTERM and was killed"
+                ))
+            }
+        }
+    }
+}
+
+fn read_sample(pid: u32) -> Result<Sample, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|err| format!("failed to read /proc/{pid}/status: {err}"))?;
+    let kilobytes = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|err| format!("failed to read /proc/{pid}/stat: {err}"))?;
+    Ok(Sample {
+        rss_bytes: kilobytes("VmRSS:") * 1024,
+        peak_rss_bytes: kilobytes("VmHWM:") * 1024,
+        cpu_seconds: cpu_seconds(&stat)?,
+    })
+}
+
+/// Returns utime + stime of a /proc/PID/stat line, in seconds.
+fn cpu_seconds(stat: &str) -> Result<f64, String> {
+    // The command name in brackets may contain spaces, so the fields are
+    // counted from its closing bracket: utime and stime are fields 14 and
+    // 15 of the line, the 12th and 13th after the name.
+    let after_name = stat
+        .rfind(')')
+        .map(|end| &stat[end + 1..])
+        .ok_or("unexpected /proc stat line")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| -> Result<u64, String> {
+        fields
+            .get(index)
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| "unexpected /proc stat line".to_string())
+    };
+    let total = ticks(11)? + ticks(12)?;
+    Ok(total as f64 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_seconds_skips_command_name() {
+        let stat = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
+        let ticks = clock_ticks_per_second();
+        let seconds = cpu_seconds(stat).unwrap();
+        assert!((seconds - 300.0 / ticks).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,299 @@
+//! BENCHMARKS.md from the JSON results that `scripts/bench` stores in a run
+//! directory: `{set}-seed.json`, `{set}-fetch.json`, `{set}-{broker}.json`
+//! and `{set}-{broker}-limit.json` for each mail set, `idle.json`, and the
+//! load averages in `load-start` and `load-end`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::Value;
+
+/// Ratio of mailbridge's rate to the slower limit that the backfill aims at.
+const TARGET_RATIO: f64 = 0.8;
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Directory of the run's JSON results.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Page to write.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Command line that produced the results, shown on the page.
+    #[arg(long)]
+    command: String,
+    /// Date of the run, shown on the page.
+    #[arg(long)]
+    date: String,
+    /// Label of the Cargo profile mailbridge was built with.
+    #[arg(long, default_value = "release")]
+    profile: String,
+}
+
+/// Mail sets in the order the page shows them, with their headings and
+/// the short names of the resource table.
+const SETS: [(&str, &str, &str); 2] = [
+    ("plain", "Plain mails of about 5 KB", "5 KB mails"),
+    (
+        "attachments",
+        "Mails with a 1 MB attachment",
+        "mails with a 1 MB attachment",
+    ),
+];
+
+const BROKERS: [(&str, &str); 2] = [("kafka", "Kafka"), ("amqp", "RabbitMQ")];
+
+pub fn write(args: &ReportArgs) -> Result<(), String> {
+    let mut page = String::new();
+    header(&mut page, args)?;
+    for (set, title, _) in SETS {
+        if args.dir.join(format!("{set}-seed.json")).exists() {
+            backfill_section(&mut page, &args.dir, set, title)?;
+        }
+    }
+    resources_section(&mut page, &args.dir)?;
+    page.push_str(NOT_MEASURED);
+    page.push_str(METHOD);
+    std::fs::write(&args.output, page)
+        .map_err(|err| format!("failed to write {}: {err}", args.output.display()))
+}
+
+fn header(page: &mut String, args: &ReportArgs) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or("unknown".into(), |kilobytes| {
+            format!("{:.1} GiB", kilobytes as f64 / 1024.0 / 1024.0)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or("unknown".into(), |text| text.trim().to_string());
+    let rustc = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .map_or("unknown".into(), |output| {
+            String::from_utf8_lossy(&output.stdout).trim().to_string()
+        });
+    let load_start = read_load(&args.dir.join("load-start"));
+    let load_end = read_load(&args.dir.join("load-end"));
+
+    let _ = writeln!(page, "# Benchmarks\n");
+    let _ = writeln!(
+        page,
+        "Written by `{}` on {}, with mailbridge built in the `{}` profile, \
+         against the local stack of `scripts/stack up` (Dovecot, the Kafka \
+         mock broker, RabbitMQ, all on 127.0.0.1). Every limit below was \
+         measured in the same run as the figure it is compared with.\n",
+        args.command, args.date, args.profile
+    );
+    let _ = writeln!(page, "| Machine | |\n| --- | --- |");
+    let _ = writeln!(page, "| CPU cores (nproc) | {cores} |");
+    let _ = writeln!(page, "| Memory | {memory} |");
+    let _ = writeln!(page, "| Kernel | {kernel} |");
+    let _ = writeln!(page, "| rustc | {rustc} |");
+    let _ = writeln!(
+        page,
+        "| Load average (1 min) at start / end | {} / {} |\n",
+        format_load(load_start),
+        format_load(load_end)
+    );
+    let busiest = load_start.unwrap_or(0.0).max(load_end.unwrap_or(0.0));
+    if cores > 0 && busiest > cores as f64 / 2.0 {
+        let _ = writeln!(
+            page,
+            "**The machine was busy during this run** (load average up to \
+             {busiest:.1} on {cores} cores, from other builds and tests): \
+             absolute rates are lower and noisier than on an idle machine. \
+             The ratios compare figures taken under the same load and \
+             are the figures to read.\n"
+        );
+    }
+    Ok(())
+}
+
+fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Result<(), String> {
+    let seed = read(dir, &format!("{set}-seed"))?;
+    let fetch = read(dir, &format!("{set}-fetch"))?;
+    let mails = number(&seed, "mails")?;
+    let mail_bytes = number(&seed, "bytes")? / mails.max(1.0);
+    let batch = number(&fetch, "batch")?;
+
+    let _ = writeln!(page, "## Inbound backfill: {title}\n");
+    let _ = writeln!(
+        page,
+        "{} mails of {:.1} KB on average in one fresh mailbox, seeded in \
+         {:.2} s ({:.0} mails/s) by {}. `batch_size` {batch:.0}.\n",
+        mails,
+        mail_bytes / 1024.0,
+        number(&seed, "seconds")?,
+        mails / number(&seed, "seconds")?,
+        text(&seed, "method")
+    );
+    let imap_seconds = number(&fetch, "seconds")?;
+    let imap_rate = mails / imap_seconds;
+    let _ = writeln!(
+        page,
+        "| Measurement | Documents | Seconds | Mails/s | Ratio to the slower limit |\n\
+         | --- | ---: | ---: | ---: | ---: |"
+    );
+    let _ = writeln!(
+        page,
+        "| IMAP limit: `UID FETCH first:last (UID BODY.PEEK[])`, {batch:.0} UIDs per command, TLS, XOAUTH2 | {mails} | {imap_seconds:.2} | {imap_rate:.0} | |"
+    );
+    let mut verdicts = Vec::new();
+    for (broker, name) in BROKERS {
+        let run = read(dir, &format!("{set}-{broker}"))?;
+        let limit = read(dir, &format!("{set}-{broker}-limit"))?;
+        let limit_seconds = number(&limit, "seconds")?;
+        let limit_rate = number(&limit, "documents")? / limit_seconds;
+        let run_seconds = number(&run, "seconds")?;
+        let run_rate = number(&run, "documents")? / run_seconds;
+        let slower = imap_rate.min(limit_rate);
+        let ratio = run_rate / slower;
+        let _ = writeln!(
+            page,
+            "| {name} limit: minimal producer, {:.0} documents of {:.0} bytes, {} | {:.0} | {limit_seconds:.2} | {limit_rate:.0} | |",
+            number(&limit, "documents")?,
+            number(&limit, "document_bytes")?,
+            broker_settings(broker),
+            number(&limit, "documents")?,
+        );
+        let _ = writeln!(
+            page,
+            "| **mailbridge run to {name}**, documents of {:.0} bytes on average | {:.0} | {run_seconds:.2} | {run_rate:.0} | **{ratio:.2}** |",
+            number(&run, "document_bytes")?,
+            number(&run, "documents")?,
+        );
+        let slower_name = if imap_rate <= limit_rate {
+            "IMAP"
+        } else {
+            name
+        };
+        let verdict = if ratio >= TARGET_RATIO {
+            "meets"
+        } else {
+            "misses"
+        };
+        verdicts.push(format!(
+            "- {name}: {ratio:.2} of the slower limit ({slower_name}, {slower:.0} mails/s); \
+             this {verdict} the target of {TARGET_RATIO}."
+        ));
+    }
+    let _ = writeln!(page, "\n{}\n", verdicts.join("\n"));
+    Ok(())
+}
+
+fn resources_section(page: &mut String, dir: &Path) -> Result<(), String> {
+    let _ = writeln!(page, "## Resources\n");
+    let _ = writeln!(page, "| Measurement | Value |\n| --- | --- |");
+    for (set, _, label) in SETS {
+        if !dir.join(format!("{set}-seed.json")).exists() {
+            continue;
+        }
+        for (broker, name) in BROKERS {
+            let run = read(dir, &format!("{set}-{broker}"))?;
+            let documents = number(&run, "documents")?;
+            let _ = writeln!(
+                page,
+                "| Peak RSS (VmHWM), backfill of {documents:.0} {label} to {name} | {:.1} MiB |",
+                number(&run, "peak_rss_bytes")? / 1024.0 / 1024.0
+            );
+            let _ = writeln!(
+                page,
+                "| CPU seconds (user + system) per 1,000 mails, same backfill | {:.2} |",
+                number(&run, "cpu_seconds")? * 1000.0 / documents.max(1.0)
+            );
+        }
+    }
+    if let Ok(idle) = read(dir, "idle") {
+        let _ = writeln!(
+            page,
+            "| RSS (VmRSS) idle with {:.0} mailboxes watched over IDLE, Kafka pipeline, {:.0} s after `/readyz` answered 200 | {:.1} MiB |",
+            number(&idle, "mailboxes")?,
+            number(&idle, "settle_seconds")?,
+            number(&idle, "rss_bytes")? / 1024.0 / 1024.0
+        );
+    }
+    page.push('\n');
+    Ok(())
+}
+
+fn broker_settings(broker: &str) -> &'static str {
+    match broker {
+        "kafka" => "idempotence on, `acks=all`",
+        _ => "persistent, `mandatory`, publisher confirms",
+    }
+}
+
+const NOT_MEASURED: &str = "## Not yet measured
+
+- A peer: fetchmail pulling the same mailbox and handing each mail to `kcat`.
+- New-mail latency with IDLE (p50 and p99 from APPEND to the document in
+  Kafka), against a minimal IDLE client's notification latency.
+- Outbound throughput to postfix, against a minimal SMTP client with
+  XOAUTH2 over one and over N connections.
+- Token endpoint requests per hour with 10 connections per account.
+- A profile of the hottest path, with before and after figures.
+
+";
+
+const METHOD: &str = "## Method
+
+- Each mail set goes into the INBOX of a new user, so no run sees another
+  run's mail, and mailbridge starts without a checkpoint (`start_from =
+  \"all\"`) in a state directory of its own, signed in beforehand with the
+  authorization-code grant.
+- A mailbridge time runs from the start of the `mailbridge run` process to
+  the moment a consumer in `mailbridge-bench` has seen the last distinct
+  document id (the Kafka record key or the AMQP `message_id`). The consumer
+  is assigned to every partition, or consuming the queue, before
+  mailbridge starts. Startup, sign-in and broker connection are included.
+- The IMAP limit signs in, selects the mailbox, runs `UID SEARCH ALL` and
+  fetches every body with `UID FETCH first:last (UID BODY.PEEK[])` in
+  commands of `batch_size` UIDs, timed from the TCP connect to the last
+  byte, without parsing or publishing.
+- The broker limits send as many JSON documents of mailbridge's mean
+  document size, with mailbridge's producer settings, in batches of
+  `batch_size` whose confirmations are awaited before the next batch (as
+  mailbridge must before it checkpoints), timed until the same consumer
+  has counted the last one.
+- Peak RSS is the largest VmHWM of `/proc/PID/status`, sampled every
+  50 ms and once more when the last document arrived. CPU time is utime +
+  stime of `/proc/PID/stat` at that moment.
+";
+
+fn read(dir: &Path, name: &str) -> Result<Value, String> {
+    let file = dir.join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&file)
+        .map_err(|err| format!("failed to read {}: {err}", file.display()))?;
+    serde_json::from_str(&text).map_err(|err| format!("invalid JSON in {}: {err}", file.display()))
+}
+
+fn number(value: &Value, key: &str) -> Result<f64, String> {
+    value[key]
+        .as_f64()
+        .ok_or_else(|| format!("missing number {key:?} in a result file"))
+}
+
+fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key].as_str().unwrap_or("unknown method")
+}
+
+fn read_load(file: &Path) -> Option<f64> {
+    std::fs::read_to_string(file)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn format_load(load: Option<f64>) -> String {
+    load.map_or("unknown".into(), |value| format!("{value:.2}"))
+}
