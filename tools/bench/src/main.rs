@@ -36,6 +36,8 @@ enum Command {
     Seed(SeedArgs),
     /// Create mailboxes.
     Create(CreateArgs),
+    /// Delete every mail of a mailbox, so that seeded mail does not pile up.
+    Empty(EmptyArgs),
     /// Fetch every mail of a mailbox with UID FETCH BODY.PEEK[] in batches.
     Fetch(FetchArgs),
     /// Run a command and time it until the broker contains N distinct documents.
@@ -97,6 +99,14 @@ struct CreateArgs {
     /// Mailboxes to create.
     #[arg(required = true)]
     mailboxes: Vec<String>,
+}
+
+#[derive(Args)]
+struct EmptyArgs {
+    #[command(flatten)]
+    imap: ImapArgs,
+    #[arg(long, default_value = "INBOX")]
+    mailbox: String,
 }
 
 #[derive(Args)]
@@ -194,6 +204,7 @@ async fn main() {
     let result = match cli.command {
         Command::Seed(args) => seed(args).await,
         Command::Create(args) => create(args).await,
+        Command::Empty(args) => empty(args).await,
         Command::Fetch(args) => fetch(args).await,
         Command::Backfill(args) => backfill(args).await,
         Command::Produce(args) => produce(args).await,
@@ -255,6 +266,19 @@ async fn create(args: CreateArgs) -> Result<serde_json::Value, String> {
     }
     session.logout().await;
     Ok(json!({ "created": args.mailboxes }))
+}
+
+async fn empty(args: EmptyArgs) -> Result<serde_json::Value, String> {
+    let mut session = imap::Session::open(&args.imap, &args.imap.token).await?;
+    session
+        .command(&format!("SELECT \"{}\"", args.mailbox))
+        .await?;
+    session
+        .command("STORE 1:* +FLAGS.SILENT (\\Deleted)")
+        .await?;
+    session.command("EXPUNGE").await?;
+    session.logout().await;
+    Ok(json!({ "emptied": args.mailbox }))
 }
 
 async fn fetch(args: FetchArgs) -> Result<serde_json::Value, String> {

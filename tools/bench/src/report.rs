@@ -34,7 +34,7 @@ pub struct ReportArgs {
 /// Mail sets in the order the page shows them, with their headings and
 /// the short names of the resource table.
 const SETS: [(&str, &str, &str); 2] = [
-    ("plain", "Plain mails of about 5 KB", "5 KB mails"),
+    ("plain", "Plain mails of about 5 KB", "mails of 5 KB"),
     (
         "attachments",
         "Mails with a 1 MB attachment",
@@ -108,10 +108,11 @@ fn header(page: &mut String, args: &ReportArgs) -> Result<(), String> {
         let _ = writeln!(
             page,
             "**The machine was busy during this run** (load average up to \
-             {busiest:.1} on {cores} cores, from other builds and tests): \
+             {busiest:.1} on {cores} cores): \
              absolute rates are lower and noisier than on an idle machine. \
-             The ratios compare figures taken under the same load and \
-             are the figures to read.\n"
+             Ratios vary between runs too, because the load changes while \
+             a run goes from one step to the next. Repeat the run before \
+             drawing conclusions from one figure.\n"
         );
     }
     Ok(())
@@ -129,7 +130,7 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
         page,
         "{} mails of {:.1} KB on average in one fresh mailbox, seeded in \
          {:.2} s ({:.0} mails/s) by {}. `batch_size` {batch:.0}.\n",
-        mails,
+        thousands(mails),
         mail_bytes / 1024.0,
         number(&seed, "seconds")?,
         mails / number(&seed, "seconds")?,
@@ -144,7 +145,8 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
     );
     let _ = writeln!(
         page,
-        "| IMAP limit: `UID FETCH first:last (UID BODY.PEEK[])`, {batch:.0} UIDs per command, TLS, XOAUTH2 | {mails} | {imap_seconds:.2} | {imap_rate:.0} | |"
+        "| IMAP limit: `UID FETCH first:last (UID BODY.PEEK[])`, {batch:.0} UIDs per command, TLS, XOAUTH2 | {} | {imap_seconds:.2} | {imap_rate:.0} | |",
+        thousands(mails)
     );
     let mut verdicts = Vec::new();
     for (broker, name) in BROKERS {
@@ -158,17 +160,17 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
         let ratio = run_rate / slower;
         let _ = writeln!(
             page,
-            "| {name} limit: minimal producer, {:.0} documents of {:.0} bytes, {} | {:.0} | {limit_seconds:.2} | {limit_rate:.0} | |",
-            number(&limit, "documents")?,
+            "| {name} limit: minimal producer, {} documents of {:.0} bytes, {} | {} | {limit_seconds:.2} | {limit_rate:.0} | |",
+            thousands(number(&limit, "documents")?),
             number(&limit, "document_bytes")?,
             broker_settings(broker),
-            number(&limit, "documents")?,
+            thousands(number(&limit, "documents")?),
         );
         let _ = writeln!(
             page,
-            "| **mailbridge run to {name}**, documents of {:.0} bytes on average | {:.0} | {run_seconds:.2} | {run_rate:.0} | **{ratio:.2}** |",
+            "| **mailbridge run to {name}**, documents of {:.0} bytes on average | {} | {run_seconds:.2} | {run_rate:.0} | **{ratio:.2}** |",
             number(&run, "document_bytes")?,
-            number(&run, "documents")?,
+            thousands(number(&run, "documents")?),
         );
         let slower_name = if imap_rate <= limit_rate {
             "IMAP"
@@ -181,8 +183,10 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
             "misses"
         };
         verdicts.push(format!(
-            "- {name}: {ratio:.2} of the slower limit ({slower_name}, {slower:.0} mails/s); \
-             this {verdict} the target of {TARGET_RATIO}."
+            "- {name}: {ratio:.2} of the slower limit ({slower_name}, {slower:.0} mails/s), \
+             so this {verdict} the target of {TARGET_RATIO}. mailbridge used {:.2} CPU \
+             seconds in these {run_seconds:.2} s.",
+            number(&run, "cpu_seconds")?
         ));
     }
     let _ = writeln!(page, "\n{}\n", verdicts.join("\n"));
@@ -201,7 +205,8 @@ fn resources_section(page: &mut String, dir: &Path) -> Result<(), String> {
             let documents = number(&run, "documents")?;
             let _ = writeln!(
                 page,
-                "| Peak RSS (VmHWM), backfill of {documents:.0} {label} to {name} | {:.1} MiB |",
+                "| Peak RSS (VmHWM), backfill of {} {label} to {name} | {:.1} MiB |",
+                thousands(documents),
                 number(&run, "peak_rss_bytes")? / 1024.0 / 1024.0
             );
             let _ = writeln!(
@@ -240,6 +245,9 @@ const NOT_MEASURED: &str = "## Not yet measured
   XOAUTH2 over one and over N connections.
 - Token endpoint requests per hour with 10 connections per account.
 - A profile of the hottest path, with before and after figures.
+- Peak memory as a function of the configured caps (`batch_size`,
+  `max_message_bytes`) rather than of mailbox size: the figures above are
+  for one `batch_size` only.
 
 ";
 
@@ -285,6 +293,19 @@ fn text<'a>(value: &'a Value, key: &str) -> &'a str {
     value[key].as_str().unwrap_or("unknown method")
 }
 
+/// Formats a count with commas between thousands, as in 10,000.
+fn thousands(count: f64) -> String {
+    let digits = format!("{count:.0}");
+    let mut grouped = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
 fn read_load(file: &Path) -> Option<f64> {
     std::fs::read_to_string(file)
         .ok()?
@@ -296,4 +317,16 @@ fn read_load(file: &Path) -> Option<f64> {
 
 fn format_load(load: Option<f64>) -> String {
     load.map_or("unknown".into(), |value| format!("{value:.2}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(200.0), "200");
+        assert_eq!(thousands(10000.0), "10,000");
+        assert_eq!(thousands(1234567.0), "1,234,567");
+    }
 }
