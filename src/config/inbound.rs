@@ -109,7 +109,9 @@ pub struct Inbound {
     pub batch_size: NonZeroUsize,
     /// Action taken on a published mail. Default: `keep`.
     pub after_publish: AfterPublish,
-    /// Mailbox that `after_publish = "move"` moves mail to. Required with
+    /// Mailbox that `after_publish = "move"` moves mail to, or a
+    /// special-use attribute of RFC 6154 such as `\Archive`, which each
+    /// session resolves to the mailbox that carries it. Required with
     /// `move`; it must not be a watched mailbox.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub move_to: Option<String>,
@@ -136,6 +138,24 @@ pub struct Inbound {
 
 /// Default of `keyword`.
 pub const DEFAULT_KEYWORD: &str = "$MailbridgePublished";
+
+/// Special-use attributes of RFC 6154 that `move_to` may name instead of
+/// a mailbox.
+pub const SPECIAL_USES: [&str; 7] = [
+    "\\All",
+    "\\Archive",
+    "\\Drafts",
+    "\\Flagged",
+    "\\Junk",
+    "\\Sent",
+    "\\Trash",
+];
+
+/// Returns whether `move_to` names a special-use attribute rather than a
+/// mailbox: the value starts with `\`.
+pub fn is_special_use(move_to: &str) -> bool {
+    move_to.starts_with('\\')
+}
 
 /// Destination keys of an inbound pipeline.
 #[derive(Default)]
@@ -364,12 +384,41 @@ fn read_move_to(
     table.required_for("move_to", "by after_publish = \"move\"");
     let target = table
         .get::<String>("move_to")
-        .map(|name| canonical_mailbox(&name));
+        .map(|name| match is_special_use(&name) {
+            true => canonical_special_use(&name).unwrap_or(name),
+            false => canonical_mailbox(&name),
+        });
     table.check("move_to", target, |target: &String| {
+        if is_special_use(target) {
+            return check_special_use(target);
+        }
         match mailboxes.contains(target) {
             // A moved mail would show up as new in the watched mailbox again.
             true => Err(Invalid::new("is one of the watched mailboxes")),
             false => Ok(()),
         }
     })
+}
+
+/// Returns the spelling of RFC 6154 for a known attribute, which servers
+/// compare without regard to case.
+fn canonical_special_use(name: &str) -> Option<String> {
+    SPECIAL_USES
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(name))
+        .map(|known| (*known).to_owned())
+}
+
+fn check_special_use(name: &str) -> Result<(), Invalid> {
+    match SPECIAL_USES.contains(&name) {
+        true => Ok(()),
+        false => Err(
+            Invalid::new(format!("{name} is not a special-use attribute of RFC 6154")).with_fix(
+                Some(format!(
+                    "use one of {}, or a mailbox name",
+                    SPECIAL_USES.join(", ")
+                )),
+            ),
+        ),
+    }
 }

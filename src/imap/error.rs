@@ -165,6 +165,19 @@ pub enum ImapError {
         mailbox: String,
         text: String,
     },
+    /// No mailbox carries the special-use attribute that a setting names.
+    #[error(
+        "no mailbox on IMAP server {server} carries the special-use attribute {attribute} \
+         that {key} names, and mailbridge does not create one; give the attribute to a \
+         mailbox on the server, or set {key} to a mailbox name"
+    )]
+    SpecialUseNotFound {
+        server: String,
+        /// The setting, such as `move_to`.
+        key: &'static str,
+        /// The attribute, such as `\Junk`.
+        attribute: String,
+    },
     /// A mailbox name that cannot be sent, such as one with a line break.
     #[error("invalid mailbox name {mailbox:?}: {reason}")]
     InvalidMailbox {
@@ -276,6 +289,7 @@ impl ImapError {
             Self::Authenticate { .. } => "authenticate",
             Self::MailboxAccessDenied { .. } => "mailbox_access_denied",
             Self::MailboxNotFound { .. } => "mailbox_not_found",
+            Self::SpecialUseNotFound { .. } => "special_use_not_found",
             Self::InvalidMailbox { .. } => "invalid_mailbox",
             Self::Select { .. } => "select",
             Self::NoUidValidity { .. } => "no_uidvalidity",
@@ -417,6 +431,24 @@ mod tests {
         assert!(command(false).is_transient());
         assert!(!command(true).is_transient());
         assert!(command(true).to_string().contains("in mailbox \"INBOX\""));
+    }
+
+    #[test]
+    fn special_use_not_found_names_key_and_attribute() {
+        let error = ImapError::SpecialUseNotFound {
+            server: SERVER.into(),
+            key: "move_to",
+            attribute: "\\Junk".into(),
+        };
+
+        let text = error.to_string();
+        assert!(
+            text.contains("attribute \\Junk that move_to names"),
+            "{text}"
+        );
+        assert!(text.contains("does not create one"), "{text}");
+        assert!(!error.is_transient());
+        assert_eq!(error.kind(), "special_use_not_found");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   [`PostProcess`] action and waits in IDLE. It counts as healthy only
 //!   after its first successful [`Session::select`].
 //! - [`mailbox_name`] converts between UTF-8 names and modified UTF-7.
+//! - [`Session::find_special_use`] finds the mailbox that carries a
+//!   special-use attribute of RFC 6154, such as `\Trash`, with LIST.
 //!
 //! Mailbox names always go to the server in modified UTF-7. `UTF8=ACCEPT`
 //! (RFC 6855) is not enabled even where offered, because modified UTF-7
@@ -25,6 +27,7 @@ mod rejection;
 mod sanitize;
 mod select;
 mod session;
+mod special_use;
 mod transport;
 mod uid_set;
 mod wire;

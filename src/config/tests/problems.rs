@@ -625,6 +625,50 @@ fn inbound_watch_settings_checked() {
 }
 
 #[test]
+fn move_to_special_use_accepted_in_any_case() {
+    jail(|jail| {
+        let toml = base_with(
+            "topic = \"mail.inbound\"",
+            "topic = \"mail.inbound\"\nafter_publish = \"move\"\nmove_to = '\\trash'",
+        );
+
+        let config = load_toml(jail, &toml).expect("valid configuration");
+
+        assert_eq!(
+            config.inbound["tickets"].move_to.as_deref(),
+            Some("\\Trash")
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn move_to_unknown_special_use_lists_known() {
+    jail(|jail| {
+        let toml = base_with(
+            "topic = \"mail.inbound\"",
+            "topic = \"mail.inbound\"\nafter_publish = \"move\"\nmove_to = '\\Spam'",
+        );
+
+        let problems = problems(load_toml(jail, &toml));
+
+        let move_to = problem(&problems, "inbound.tickets.move_to");
+        assert_eq!(
+            move_to.reason,
+            "\\Spam is not a special-use attribute of RFC 6154"
+        );
+        assert_eq!(
+            move_to.fix.as_deref(),
+            Some(
+                "use one of \\All, \\Archive, \\Drafts, \\Flagged, \\Junk, \\Sent, \\Trash, \
+                 or a mailbox name"
+            )
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn inbound_watch_defaults() {
     jail(|jail| {
         let toml = base_with("topic = \"mail.inbound\"", "topic = \"mail.inbound\"");

@@ -264,7 +264,7 @@ impl MailboxWatch {
                     .unwrap_or(crate::config::DEFAULT_KEYWORD);
                 PostProcess::AddKeyword(keyword.to_owned())
             }
-            AfterPublish::Move => PostProcess::Move(settings.move_to.clone().unwrap_or_default()),
+            AfterPublish::Move => PostProcess::Move(self.move_to.clone().unwrap_or_default()),
             AfterPublish::Delete => PostProcess::Delete,
         }
     }

@@ -22,8 +22,8 @@ use super::backoff::Backoff;
 use super::checkpoint::{Checkpoint, CheckpointStore};
 use crate::auth::TokenProvider;
 use crate::broker::Publisher;
-use crate::config::{Inbound, Mode};
-use crate::imap::{Connector, IdleEvent, Session};
+use crate::config::{Inbound, Mode, is_special_use};
+use crate::imap::{Connector, IdleEvent, ImapError, Session};
 use crate::mail::DocumentOptions;
 use crate::telemetry::{InboundMetrics, Readiness};
 
@@ -67,6 +67,9 @@ pub struct MailboxWatch {
     known: Option<HashSet<String>>,
     /// Whether the warning that the server lacks IDLE was logged.
     warned_no_idle: bool,
+    /// Mailbox that `move` moves mail to in the current session, with a
+    /// special-use attribute resolved to the mailbox carrying it.
+    move_to: Option<String>,
 }
 
 /// Reason a session ended without an error.
@@ -98,6 +101,7 @@ impl MailboxWatch {
             options,
             known: None,
             warned_no_idle: false,
+            move_to: None,
         }
     }
 
@@ -164,10 +168,7 @@ impl MailboxWatch {
     /// catching up and waiting.
     async fn session(&mut self, backoff: &mut Backoff) -> Result<Exit, WatchError> {
         let mut session = self.shared.connector.connect().await?;
-        if let Some(target) = &self.shared.settings.move_to {
-            // A missing target would fail every batch after its publication.
-            session.create_if_missing(target).await?;
-        }
+        self.move_to = self.move_target(&mut session).await?;
         let selected = session.select(&self.mailbox).await?;
         let mut position = self.position(&mut session, &selected).await?;
         self.set_connected(true);
@@ -189,6 +190,41 @@ impl MailboxWatch {
             }
             return Ok(exit);
         }
+    }
+
+    /// Returns the mailbox that `move` moves mail to: the configured one,
+    /// created unless it exists, or the one that carries the configured
+    /// special-use attribute, which is never created.
+    async fn move_target(&self, session: &mut Session) -> Result<Option<String>, WatchError> {
+        let settings = &self.shared.settings;
+        let Some(target) = &settings.move_to else {
+            return Ok(None);
+        };
+        if !is_special_use(target) {
+            // A missing target would fail every batch after its publication.
+            session.create_if_missing(target).await?;
+            return Ok(Some(target.clone()));
+        }
+
+        let found = session.find_special_use("move_to", target).await?;
+        if settings.mailboxes.contains(&found) {
+            // A moved mail would show up as new in the watched mailbox again.
+            return Err(ImapError::Config {
+                account: settings.account.clone(),
+                reason: format!(
+                    "move_to = \"{target}\" names mailbox {found:?}, which pipeline {} \
+                     watches; set move_to to another mailbox",
+                    self.shared.pipeline
+                ),
+            }
+            .into());
+        }
+        info!(
+            pipeline = %self.shared.pipeline, mailbox = %self.mailbox,
+            special_use = %target, move_to = %found,
+            "Found the mailbox that move_to names by its special use"
+        );
+        Ok(Some(found))
     }
 
     /// Waits for new mail; `Some` when the session should end.

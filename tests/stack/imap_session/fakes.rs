@@ -1,6 +1,7 @@
 //! Loopback fake servers for what Dovecot never sends: a missing or refused
 //! STARTTLS, Microsoft 365's replies to an identity that cannot open the
-//! mailbox, and servers without IDLE or UIDPLUS.
+//! mailbox, servers without IDLE or UIDPLUS, and special-use mailboxes with
+//! localized names.
 
 use super::*;
 
@@ -419,4 +420,85 @@ fn base64_decode(text: &str) -> String {
         .decode(text)
         .unwrap_or_else(|error| panic!("{text:?} is not base64: {error}"));
     String::from_utf8(bytes).expect("SASL response is UTF-8")
+}
+
+/// The LIST reply of a German Exchange mailbox, whose special-use
+/// mailboxes have localized names.
+const EXCHANGE_LIST: [&str; 9] = [
+    "* LIST (\\HasChildren) \"/\" INBOX",
+    "* LIST (\\HasNoChildren) \"/\" \"INBOX/&ZeVnLIqe-\"",
+    "* LIST (\\HasNoChildren \\Trash) \"/\" \"Gel&APY-schte Elemente\"",
+    "* LIST (\\HasNoChildren \\Drafts) \"/\" \"Entw&APw-rfe\"",
+    "* LIST (\\HasNoChildren \\Sent) \"/\" \"Gesendete Elemente\"",
+    "* LIST (\\HasNoChildren) \"/\" \"Rechnungen &- Belege\"",
+    "* LIST (\\HasNoChildren) \"/\" \"Projekte &2D3cwQ-\"",
+    "* LIST (\\HasNoChildren) \"/\" \"&BBIERQQ+BDQETwRJBDgENQ-/&BCEERwQ1BEIEMA-\"",
+    "{tag} OK LIST completed.",
+];
+
+#[tokio::test]
+async fn special_use_found_by_plain_list_without_capability() {
+    let fixture = Fixture::new(implicit()).await;
+    let script = vec![step("LIST \"\" \"*\"", &EXCHANGE_LIST)];
+    let fake = signed_in_fake("IMAP4rev1 IDLE MOVE", script).await;
+    let mut session = within(fake_connector(&fixture, &fake, Tls::None).connect())
+        .await
+        .unwrap();
+
+    let found = within(session.find_special_use("move_to", "\\Trash"))
+        .await
+        .unwrap();
+
+    assert_eq!(found, "Gelöschte Elemente");
+    let received = fake.received();
+    assert!(
+        received.last().unwrap().ends_with(" LIST \"\" \"*\""),
+        "{received:?}"
+    );
+}
+
+#[tokio::test]
+async fn special_use_listed_by_selection_option_when_offered() {
+    let fixture = Fixture::new(implicit()).await;
+    let script = vec![step(
+        "LIST (SPECIAL-USE) \"\" \"*\"",
+        &[
+            "* LIST (\\HasNoChildren \\Drafts) \"/\" \"Entw&APw-rfe\"",
+            "{tag} OK LIST completed.",
+        ],
+    )];
+    let fake = signed_in_fake("IMAP4rev1 IDLE SPECIAL-USE", script).await;
+    let mut session = within(fake_connector(&fixture, &fake, Tls::None).connect())
+        .await
+        .unwrap();
+
+    let found = within(session.find_special_use("move_to", "\\Drafts"))
+        .await
+        .unwrap();
+
+    assert_eq!(found, "Entwürfe");
+}
+
+#[tokio::test]
+async fn special_use_missing_names_key_and_creates_nothing() {
+    let fixture = Fixture::new(implicit()).await;
+    let script = vec![step("LIST \"\" \"*\"", &EXCHANGE_LIST)];
+    let fake = signed_in_fake("IMAP4rev1 IDLE MOVE", script).await;
+    let mut session = within(fake_connector(&fixture, &fake, Tls::None).connect())
+        .await
+        .unwrap();
+
+    let error = within(session.find_special_use("move_to", "\\Junk"))
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.kind(), "special_use_not_found", "{error}");
+    let text = error.to_string();
+    assert!(text.contains("\\Junk that move_to names"), "{text}");
+    assert!(!error.is_transient());
+    let received = fake.received();
+    assert!(
+        !received.iter().any(|line| line.contains("CREATE")),
+        "{received:?}"
+    );
 }

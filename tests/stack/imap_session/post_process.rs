@@ -148,3 +148,18 @@ async fn session_missing_mailbox_named() {
     assert!(error.to_string().contains("127.0.0.1:"), "{error}");
     assert!(!error.is_transient());
 }
+
+#[tokio::test]
+async fn special_use_mailboxes_found_on_dovecot() {
+    let fixture = Fixture::new(implicit()).await;
+    let mut session = within(fixture.connector().connect()).await.unwrap();
+
+    let trash = within(session.find_special_use("move_to", "\\Trash")).await;
+    let archive = within(session.find_special_use("move_to", "\\archive")).await;
+    let flagged = within(session.find_special_use("move_to", "\\Flagged")).await;
+    session.logout().await;
+
+    assert_eq!(trash.unwrap(), "Trash");
+    assert_eq!(archive.unwrap(), "Archive");
+    assert_eq!(flagged.unwrap_err().kind(), "special_use_not_found");
+}

@@ -7,6 +7,7 @@ mod limits;
 mod no_idle;
 mod resets;
 mod sessions;
+mod special_use;
 mod stopping;
 
 use std::collections::BTreeSet;
