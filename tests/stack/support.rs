@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_imap::Authenticator;
 use base64::Engine;
@@ -333,7 +333,8 @@ async fn relay(
 /// One step of a [`FakeImap`] script: the start of the client line it
 /// expects after the tag, and the reply lines, where `{tag}` is replaced
 /// by the tag of the last tagged client line. A reply line `{close}` closes
-/// the connection.
+/// the connection, and `{sleep MS}` waits MS milliseconds before the next
+/// reply line.
 pub struct Step {
     pub expect: &'static str,
     pub reply: Vec<String>,
@@ -352,6 +353,8 @@ pub fn step(expect: &'static str, reply: &[&str]) -> Step {
 pub struct FakeImap {
     pub port: u16,
     pub received: Arc<Mutex<Vec<String>>>,
+    /// Every byte received, over all connections, line endings included.
+    received_bytes: Arc<Mutex<Vec<u8>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -362,9 +365,13 @@ impl FakeImap {
             .expect("bind the fake IMAP server");
         let port = listener.local_addr().expect("fake server address").port();
         let received: Arc<Mutex<Vec<String>>> = Arc::default();
+        let received_bytes: Arc<Mutex<Vec<u8>>> = Arc::default();
         let greeting = greeting.to_owned();
 
-        let log = Arc::clone(&received);
+        let log = FakeLog {
+            lines: Arc::clone(&received),
+            bytes: Arc::clone(&received_bytes),
+        };
         let task = tokio::spawn(async move {
             let mut script = script.into_iter();
             while let Ok((stream, _)) = listener.accept().await {
@@ -374,6 +381,7 @@ impl FakeImap {
         FakeImap {
             port,
             received,
+            received_bytes,
             task,
         }
     }
@@ -381,6 +389,18 @@ impl FakeImap {
     pub fn received(&self) -> Vec<String> {
         self.received.lock().unwrap().clone()
     }
+
+    /// Returns the bytes received so far as text, with `\r\n` intact.
+    pub fn received_text(&self) -> String {
+        String::from_utf8_lossy(&self.received_bytes.lock().unwrap()).into_owned()
+    }
+}
+
+/// What a [`FakeImap`] records: each line without its line ending, and
+/// the raw bytes.
+struct FakeLog {
+    lines: Arc<Mutex<Vec<String>>>,
+    bytes: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Drop for FakeImap {
@@ -393,12 +413,12 @@ async fn serve_fake(
     stream: TcpStream,
     greeting: &str,
     script: &mut impl Iterator<Item = Step>,
-    log: &Mutex<Vec<String>>,
+    log: &FakeLog,
 ) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
+    let mut reader = BufReader::new(read);
     let mut tag = String::new();
     if write
         .write_all(format!("{greeting}\r\n").as_bytes())
@@ -407,8 +427,20 @@ async fn serve_fake(
     {
         return;
     }
-    while let Ok(Some(line)) = lines.next_line().await {
-        log.lock().unwrap().push(line.clone());
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        match reader.read_until(b'\n', &mut raw).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        log.bytes.lock().unwrap().extend_from_slice(&raw);
+        let text = String::from_utf8_lossy(&raw);
+        let line = text
+            .trim_end_matches('\n')
+            .trim_end_matches('\r')
+            .to_owned();
+        log.lines.lock().unwrap().push(line.clone());
         let (line_tag, rest) = split_tag(&line);
         if let Some(line_tag) = line_tag {
             tag = line_tag.to_owned();
@@ -420,6 +452,14 @@ async fn serve_fake(
         for reply in replies {
             if reply == "{close}" {
                 return;
+            }
+            if let Some(millis) = reply
+                .strip_prefix("{sleep ")
+                .and_then(|rest| rest.strip_suffix('}'))
+            {
+                let millis = millis.parse().expect("milliseconds in {sleep MS}");
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                continue;
             }
             let reply = reply.replace("{tag}", &tag) + "\r\n";
             if write.write_all(reply.as_bytes()).await.is_err() {

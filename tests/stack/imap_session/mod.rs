@@ -23,6 +23,7 @@ use crate::support::{
     tls_connect, unique, xoauth2_response,
 };
 
+mod challenge;
 mod fakes;
 mod fetch;
 mod idle;
