@@ -1,6 +1,7 @@
 //! IMAP sessions that fail or end: a mailbox that does not exist leaves
 //! the other mailboxes of its pipeline alone, and a session that Dovecot
 //! ends is opened again without losing the mail that arrived meanwhile.
+//! A sign-in that Dovecot cannot check for now is retried as transient.
 
 use std::time::{Duration, Instant};
 
@@ -158,4 +159,126 @@ async fn inbound_kicked_session_reconnects_without_loss() {
     assert!(sign_ins >= 2, "{sign_ins} sign-ins:\n{log}");
     let checkpoint = setup.checkpoint("kafka", "INBOX").expect("checkpoint");
     assert_eq!(checkpoint["last_uid"], 3);
+}
+
+/// Makes the OAuth2 server's `/introspect` fail until dropped, also after
+/// a failed assert. Dovecot then rejects every sign-in with
+/// `NO [UNAVAILABLE] Temporary authentication failure.` Every test shares
+/// the OAuth2 server, so a test that uses it runs alone.
+struct IntrospectionOutage;
+
+impl IntrospectionOutage {
+    async fn begin(count: u32) -> Self {
+        let fail = serde_json::json!({"endpoint": "introspect", "mode": "503", "count": count});
+        oauth2_control(serde_json::json!({ "fail": fail })).await;
+        Self
+    }
+
+    /// Returns how many of the injected failures were not used yet.
+    async fn remaining() -> u64 {
+        let state = oauth2_control(serde_json::json!({})).await;
+        state["failures"]["introspect"]["remaining"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for IntrospectionOutage {
+    fn drop(&mut self) {
+        let clear = || {
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            let body = serde_json::json!({"fail": {"endpoint": "introspect", "count": 0}});
+            runtime.block_on(oauth2_control(body));
+        };
+        // A runtime cannot start inside the test's runtime thread.
+        let _ = std::thread::spawn(clear).join();
+    }
+}
+
+async fn oauth2_control(body: serde_json::Value) -> serde_json::Value {
+    let response = crate::support::http()
+        .post(stack("STACK_OAUTH_CONTROL_URL"))
+        .json(&body)
+        .send()
+        .await
+        .expect("control request");
+    assert!(
+        response.status().is_success(),
+        "control: {}",
+        response.status()
+    );
+    response.json().await.expect("control response is JSON")
+}
+
+/// Dovecot cannot check tokens while introspection fails. The watch must
+/// treat its `NO [UNAVAILABLE]` as transient: no forced refresh, no mark
+/// that the account needs authorization, and reconnects with backoff
+/// until a sign-in succeeds.
+#[tokio::test]
+async fn inbound_introspection_outage_retries_in_sequence() {
+    const FAILURES: u32 = 2;
+    let setup = Setup::new("inbound-introspect");
+    let topic = prepare(&setup, "[\"INBOX\"]").await;
+    append(
+        &setup.user,
+        "INBOX",
+        &mail(&unique("i"), "during the outage"),
+    )
+    .await;
+
+    let outage = IntrospectionOutage::begin(FAILURES).await;
+    let bridge = setup.start();
+    let records = kafka_records(&topic, 1, PATIENCE).await;
+    let remaining = IntrospectionOutage::remaining().await;
+    drop(outage);
+    let metrics = setup.metrics().await;
+    bridge.stop().await;
+
+    let log = setup.log();
+    assert_eq!(records.len(), 1, "log:\n{log}");
+    assert_eq!(remaining, 0, "the injected failures were not all used");
+    let sample = |series: &str| {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(series))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let unavailable = sample(
+        "mailbridge_imap_reconnects_total{account=\"watched\",mailbox=\"INBOX\",\
+         reason=\"auth_unavailable\"}",
+    );
+    assert_eq!(unavailable, Some(f64::from(FAILURES)), "{metrics}");
+    let failures = sample(
+        "mailbridge_auth_failures_total{account=\"watched\",protocol=\"imap\",\
+         reason=\"auth_unavailable\"}",
+    );
+    assert_eq!(failures, Some(f64::from(FAILURES)), "{metrics}");
+    let token_rejected = sample(
+        "mailbridge_auth_failures_total{account=\"watched\",protocol=\"imap\",\
+         reason=\"token_rejected\"}",
+    );
+    assert_eq!(token_rejected, None, "{metrics}");
+    let refreshes =
+        sample("mailbridge_oauth2_token_refreshes_total{account=\"watched\",result=\"success\"}");
+    assert_eq!(refreshes.unwrap_or(0.0), 0.0, "a token was refreshed");
+    let required = sample("mailbridge_oauth2_authorization_required{account=\"watched\"}");
+    assert_eq!(required, Some(0.0), "{metrics}");
+    assert!(!log.contains("Account needs authorization"), "{log}");
+    let retries: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("Mailbox watch failed; reconnecting"))
+        .collect();
+    assert_eq!(retries.len(), FAILURES as usize, "log:\n{log}");
+    assert!(
+        retries.iter().all(|line| line.contains("auth_unavailable")),
+        "{retries:#?}"
+    );
+    assert!(
+        retries[0].contains("attempt=1") && retries[1].contains("attempt=2"),
+        "{retries:#?}"
+    );
+    assert!(
+        retries.iter().all(|line| line.contains("retry_in_ms=")),
+        "{retries:#?}"
+    );
 }
