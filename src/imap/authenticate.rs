@@ -31,6 +31,8 @@ pub(crate) struct SignedIn {
     pub(crate) session: async_imap::Session<Transport>,
     pub(crate) tags: Tags,
     pub(crate) mechanism: Mechanism,
+    /// The access token the server accepted.
+    pub(crate) token: AccessToken,
 }
 
 /// Outcome of one AUTHENTICATE.
@@ -60,7 +62,9 @@ pub(crate) async fn sign_in(
     let token = access_token(settings, settings.tokens.access_token().await)?;
 
     let client = match attempt(settings, client, &capabilities, &token, 1).await? {
-        Attempt::SignedIn(session, mechanism) => return Ok(signed_in(session, tags, mechanism)),
+        Attempt::SignedIn(session, mechanism) => {
+            return Ok(signed_in(session, tags, mechanism, token));
+        }
         Attempt::Rejected {
             rejection: Rejection::Token,
             client,
@@ -79,7 +83,7 @@ pub(crate) async fn sign_in(
         outcome => (outcome, tags),
     };
     match outcome {
-        Attempt::SignedIn(session, mechanism) => Ok(signed_in(session, tags, mechanism)),
+        Attempt::SignedIn(session, mechanism) => Ok(signed_in(session, tags, mechanism, token)),
         Attempt::Rejected {
             rejection: Rejection::Token,
             detail,
@@ -121,11 +125,13 @@ fn signed_in(
     session: async_imap::Session<Transport>,
     tags: Tags,
     mechanism: Mechanism,
+    token: AccessToken,
 ) -> SignedIn {
     SignedIn {
         session,
         tags,
         mechanism,
+        token,
     }
 }
 

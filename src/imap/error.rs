@@ -326,6 +326,19 @@ impl ImapError {
             _ => false,
         }
     }
+
+    /// Returns whether the server ended the session because its access
+    /// token expired, as Exchange Online does with
+    /// `BYE Session invalidated - AccessTokenExpired`. The cached token
+    /// may still look valid by its `expires_in`, so it must be refreshed
+    /// before the next sign-in.
+    pub fn is_token_expired(&self) -> bool {
+        let Self::Bye { text, .. } = self else {
+            return false;
+        };
+        let text = text.to_ascii_lowercase();
+        text.contains("token") && text.contains("expired")
+    }
 }
 
 fn offered_list(offered: &[String]) -> String {
@@ -460,5 +473,24 @@ mod tests {
 
         assert!(error.is_transient());
         assert!(error.to_string().contains("5m"), "{error}");
+    }
+
+    #[test]
+    fn token_expired_bye_recognised() {
+        let bye = |text: &str| ImapError::Bye {
+            server: SERVER.to_owned(),
+            text: text.to_owned(),
+        };
+
+        assert!(bye("Session invalidated - AccessTokenExpired").is_token_expired());
+        assert!(bye("Access token expired").is_token_expired());
+        assert!(!bye("Autologout; idle for too long").is_token_expired());
+        assert!(!bye("Connection closed. 14").is_token_expired());
+        let timeout = ImapError::Timeout {
+            server: SERVER.to_owned(),
+            step: "token expired".to_owned(),
+            after: std::time::Duration::from_secs(1),
+        };
+        assert!(!timeout.is_token_expired());
     }
 }

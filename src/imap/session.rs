@@ -15,7 +15,7 @@ use super::error::ImapError;
 use super::select::is_not_connected;
 use super::transport::{Activity, Transport};
 use super::wire::{self, Completion, Status, Tags, WireError};
-use crate::auth::mechanism_name;
+use crate::auth::{AccessToken, mechanism_name};
 
 /// A signed-in IMAP session of one account.
 ///
@@ -38,6 +38,8 @@ pub struct Session {
     /// that the next IDLE returns at once instead of missing new mail.
     pub(super) changed: bool,
     pub(super) activity: Activity,
+    /// The access token of the sign-in.
+    pub(super) token: AccessToken,
 }
 
 impl Session {
@@ -56,6 +58,7 @@ impl Session {
             opened: false,
             changed: false,
             activity,
+            token: signed_in.token,
         };
         session.capabilities = session.read_capabilities().await?;
 
@@ -68,6 +71,15 @@ impl Session {
             "Signed in to IMAP server"
         );
         Ok(session)
+    }
+
+    /// Returns the access token that the session signed in with, which a
+    /// caller passes to [`TokenProvider::force_refresh`] after the server
+    /// ended the session because that token expired.
+    ///
+    /// [`TokenProvider::force_refresh`]: crate::auth::TokenProvider::force_refresh
+    pub(crate) fn access_token(&self) -> &AccessToken {
+        &self.token
     }
 
     /// Returns the capabilities that the server listed after sign-in.

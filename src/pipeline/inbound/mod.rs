@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::backoff::Backoff;
 use super::checkpoint::{Checkpoint, CheckpointStore};
-use crate::auth::TokenProvider;
+use crate::auth::{AccessToken, TokenProvider};
 use crate::broker::Publisher;
 use crate::config::{Inbound, Mode, is_special_use};
 use crate::imap::{Connector, IdleEvent, ImapError, Session};
@@ -70,6 +70,8 @@ pub struct MailboxWatch {
     /// Mailbox that `move` moves mail to in the current session, with a
     /// special-use attribute resolved to the mailbox carrying it.
     move_to: Option<String>,
+    /// The access token of the last sign-in.
+    signed_in_with: Option<AccessToken>,
 }
 
 /// Reason a session ended without an error.
@@ -102,6 +104,7 @@ impl MailboxWatch {
             known: None,
             warned_no_idle: false,
             move_to: None,
+            signed_in_with: None,
         }
     }
 
@@ -137,7 +140,10 @@ impl MailboxWatch {
                     let _ = self.shared.fatal.send(err);
                     break;
                 }
-                Err(err) => self.failed(&err, &mut backoff).await,
+                Err(err) => {
+                    self.refresh_expired_token(&err).await;
+                    self.failed(&err, &mut backoff).await;
+                }
             }
             if self.stopping() {
                 break;
@@ -164,10 +170,39 @@ impl MailboxWatch {
         self.sleep(delay).await;
     }
 
+    /// Refreshes the access token once when the server ended the session
+    /// because that token expired. Without it the next sign-in would
+    /// present the same token, which still looks valid by its
+    /// `expires_in`, and be rejected first.
+    async fn refresh_expired_token(&mut self, err: &WatchError) {
+        let WatchError::Imap(imap) = err else {
+            return;
+        };
+        if !imap.is_token_expired() {
+            return;
+        }
+        let Some(expired) = self.signed_in_with.take() else {
+            return;
+        };
+        let (account, mailbox) = (self.account().to_owned(), self.mailbox.clone());
+        info!(
+            pipeline = %self.shared.pipeline, account = %account, mailbox = %mailbox,
+            "Server ended the session because the access token expired; refreshing it"
+        );
+        if let Err(error) = self.shared.tokens.force_refresh(&expired).await {
+            warn!(
+                pipeline = %self.shared.pipeline, account = %account, mailbox = %mailbox,
+                error = %error, error_type = error.kind(),
+                "Access token refresh after an expired session failed; the next sign-in retries it"
+            );
+        }
+    }
+
     /// Runs one IMAP session: sign in, select, then alternate between
     /// catching up and waiting.
     async fn session(&mut self, backoff: &mut Backoff) -> Result<Exit, WatchError> {
         let mut session = self.shared.connector.connect().await?;
+        self.signed_in_with = Some(session.access_token().clone());
         self.move_to = self.move_target(&mut session).await?;
         let selected = session.select(&self.mailbox).await?;
         let mut position = self.position(&mut session, &selected).await?;

@@ -3,6 +3,7 @@
 //! documents, once, whatever stops in between.
 
 mod drain;
+mod expiry;
 mod limits;
 mod no_idle;
 mod resets;
