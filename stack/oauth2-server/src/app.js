@@ -181,7 +181,7 @@ async function dispatch(ctx, route, entry) {
     const failure = ctx.control.takeFailure(route.counter);
     if (failure !== null) {
       entry.injected = failure.mode;
-      return sendInjectedFailure(res, failure);
+      return sendInjectedFailure(ctx, failure);
     }
   }
   await route.handler(ctx);

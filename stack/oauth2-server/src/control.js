@@ -35,6 +35,7 @@ export const FAILURE_MODES = Object.freeze([
   '503',
   'garbage',
   'hang',
+  'slow_down',
 ]);
 
 // Endpoints whose requests are counted, by the names used in /control.

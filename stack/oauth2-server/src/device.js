@@ -4,6 +4,7 @@
 import {
   DEFAULT_SCOPE,
   DEFAULT_USER,
+  GRANT_DEVICE_CODE,
   findClient,
   isAddress,
 } from './config.js';
@@ -129,6 +130,25 @@ export function exchangeDeviceCode(ctx, client, form) {
     'authorization_pending',
     'the user has not approved the device yet',
   );
+}
+
+/**
+ * Applies a slow_down to the device code of a device_code token request
+ * (RFC 8628 3.5): adds 5 s to its interval and measures the next poll from
+ * now. Returns the new interval in seconds, or null when `form` names no
+ * device code that may still be redeemed.
+ */
+export function slowDownDevicePoll(store, form) {
+  if (form?.grant_type !== GRANT_DEVICE_CODE) {
+    return null;
+  }
+  const record = store.devices.get(form.device_code);
+  if (record === undefined || !['pending', 'approved'].includes(record.status)) {
+    return null;
+  }
+  record.lastPollAt = Date.now();
+  record.intervalSeconds += SLOW_DOWN_INCREMENT_SECONDS;
+  return record.intervalSeconds;
 }
 
 function sendDevicePage(res, status, title, message) {

@@ -1,12 +1,15 @@
 // Responses of the failure modes that /control injects.
 
+import { slowDownDevicePoll } from './device.js';
 import { OAuthError, sendOAuthError } from './http.js';
 
 /**
- * Sends an injected failure. Returns false for `hang`, which sends nothing:
- * the request stays open until the client closes it or the server stops.
+ * Sends an injected failure in response to the request of `ctx`. Returns
+ * false for `hang`, which sends nothing: the request stays open until the
+ * client closes it or the server stops.
  */
-export function sendInjectedFailure(res, failure) {
+export function sendInjectedFailure(ctx, failure) {
+  const { res } = ctx;
   const description = 'failure injected through /control';
   switch (failure.mode) {
     case 'invalid_grant':
@@ -43,6 +46,17 @@ export function sendInjectedFailure(res, failure) {
     }
     case 'hang':
       return false;
+    case 'slow_down': {
+      // As a real slow_down, this also makes the device code's later polls
+      // keep an interval 5 s longer.
+      const interval = slowDownDevicePoll(ctx.store, ctx.form);
+      const text =
+        interval === null
+          ? description
+          : `${description}; poll at most every ${interval} s`;
+      sendOAuthError(res, new OAuthError(400, 'slow_down', text));
+      return true;
+    }
     default:
       throw new Error(`unknown failure mode "${failure.mode}"`);
   }

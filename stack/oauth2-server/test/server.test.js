@@ -1533,6 +1533,38 @@ describe('oauth2 server', () => {
       assert.ok(failed.text.length > 0);
     });
 
+    test('slow_down grows the device interval', async () => {
+      const device = await startDevice();
+      await control({ fail: { endpoint: 'token', mode: 'slow_down' } });
+
+      const injected = await pollDevice(device.device_code);
+      assert.equal(injected.status, 400);
+      assert.equal(injected.json.error, 'slow_down');
+      assert.match(injected.json.error_description, /every 6 s/);
+
+      // The interval is now 6 s, so a poll after the old 1 s is too early.
+      await sleep(1100);
+      const early = await pollDevice(device.device_code);
+      assert.equal(early.json.error, 'slow_down', early.text);
+      assert.match(early.json.error_description, /every 11 s/);
+      assert.equal((await controlState()).failures.token, undefined);
+    });
+
+    test('slow_down outside the device flow', async () => {
+      await control({ fail: { endpoint: 'token', mode: 'slow_down' } });
+      const failed = await token(
+        { grant_type: 'client_credentials' },
+        { headers: CONFIDENTIAL_AUTH },
+      );
+      assert.equal(failed.status, 400);
+      assert.equal(failed.json.error, 'slow_down');
+      const recovered = await token(
+        { grant_type: 'client_credentials' },
+        { headers: CONFIDENTIAL_AUTH },
+      );
+      assert.equal(recovered.status, 200, recovered.text);
+    });
+
     test('hang until client timeout', async () => {
       await control({ fail: { endpoint: 'token', mode: 'hang' } });
       const started = Date.now();
