@@ -1,6 +1,7 @@
 //! `mailbridge authorize` run as a process against the stack's OAuth2
 //! server: the loopback redirect, a pasted redirect URL, the device-code
-//! grant and a tampered `state`.
+//! grant and a tampered `state`. A `slow_down` of the device-code grant
+//! runs against an instance of the same server started by its test.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,15 +15,32 @@ use crate::support::{authorization_redirect, http, mail_address, stack, unique};
 
 const ACCOUNT: &str = "support";
 
-/// A temporary directory with a configuration for the stack's generic
-/// provider and a state directory inside it.
+/// The OAuth2 endpoints that a [`Setup`] configures.
+struct Endpoints {
+    authorize: String,
+    token: String,
+    device: String,
+}
+
+/// A temporary directory with a configuration for a generic provider, by
+/// default the stack's OAuth2 server, and a state directory inside it.
 struct Setup {
     directory: tempfile::TempDir,
     user: String,
+    token_url: String,
 }
 
 impl Setup {
     fn new(prefix: &str) -> Self {
+        let endpoints = Endpoints {
+            authorize: stack("STACK_OAUTH_AUTHORIZE_URL"),
+            token: stack("STACK_OAUTH_TOKEN_URL"),
+            device: stack("STACK_OAUTH_DEVICE_URL"),
+        };
+        Self::with_endpoints(prefix, endpoints)
+    }
+
+    fn with_endpoints(prefix: &str, endpoints: Endpoints) -> Self {
         let directory = tempfile::tempdir().expect("temporary directory");
         let user = mail_address(&unique(prefix));
         let config = format!(
@@ -45,12 +63,16 @@ scopes = ["imap", "smtp"]
             state = directory.path().join("state").display(),
             client_id = stack("STACK_OAUTH_CLIENT_ID"),
             client_secret = stack("STACK_OAUTH_CLIENT_SECRET"),
-            authorize_url = stack("STACK_OAUTH_AUTHORIZE_URL"),
-            token_url = stack("STACK_OAUTH_TOKEN_URL"),
-            device_url = stack("STACK_OAUTH_DEVICE_URL"),
+            authorize_url = endpoints.authorize,
+            token_url = endpoints.token,
+            device_url = endpoints.device,
         );
         std::fs::write(directory.path().join("mailbridge.toml"), config).expect("write config");
-        Self { directory, user }
+        Self {
+            directory,
+            user,
+            token_url: endpoints.token,
+        }
     }
 
     fn token_file(&self) -> PathBuf {
@@ -191,7 +213,7 @@ fn assert_authorized(setup: &Setup, finished: &Finished) {
     let file: Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("read token file"))
             .expect("token file is JSON");
-    assert_eq!(file["token_url"], stack("STACK_OAUTH_TOKEN_URL"));
+    assert_eq!(file["token_url"], setup.token_url.as_str());
     for field in ["refresh_token", "access_token"] {
         let token = file[field].as_str().expect("token stored");
         assert!(!token.is_empty());
@@ -367,4 +389,143 @@ async fn authorize_error_redirect_reported() {
         finished.stderr
     );
     assert_nothing_stored(&setup);
+}
+
+/// An OAuth2 server of this repository's stack, started for one test from
+/// `stack/oauth2-server` on a free loopback port, so that its injected
+/// failures reach no other test. `scripts/stack up` installs its npm
+/// packages. Its request log is collected from standard output.
+struct OwnOAuthServer {
+    issuer: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _child: Child,
+}
+
+impl OwnOAuthServer {
+    async fn start() -> Self {
+        let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("stack/oauth2-server");
+        assert!(
+            directory.join("node_modules").is_dir(),
+            "run `npm ci` in {} first, as `scripts/stack up` does",
+            directory.display()
+        );
+        let mut child = Command::new("node")
+            .arg(directory.join("server.js"))
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start node");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the OAuth2 server starts within 10 s")
+            .expect("read stdout")
+            .expect("the OAuth2 server prints its address");
+        let issuer = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_owned();
+
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let collected = std::sync::Arc::clone(&log);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            issuer,
+            log,
+            _child: child,
+        }
+    }
+
+    fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            authorize: format!("{}/authorize", self.issuer),
+            token: format!("{}/token", self.issuer),
+            device: format!("{}/device_authorization", self.issuer),
+        }
+    }
+
+    async fn control(&self, body: Value) {
+        let response = http()
+            .post(format!("{}/control", self.issuer))
+            .json(&body)
+            .send()
+            .await
+            .expect("control request");
+        assert!(
+            response.status().is_success(),
+            "control: {}",
+            response.status()
+        );
+    }
+
+    /// Returns the log lines of device-code token requests.
+    fn device_polls(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|line| {
+                line.contains("POST /token grant_type=urn:ietf:params:oauth:grant-type:device_code")
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// Returns the time at the start of a log line of the OAuth2 server.
+fn logged_at(line: &str) -> chrono::DateTime<chrono::FixedOffset> {
+    let stamp = line.split(' ').next().unwrap_or_default();
+    chrono::DateTime::parse_from_rfc3339(stamp)
+        .unwrap_or_else(|error| panic!("no time at the start of {line:?}: {error}"))
+}
+
+/// A `slow_down` reply adds 5 s to the polling interval for every later
+/// poll (RFC 8628 section 3.5). The server also raises the device code's
+/// own interval, so a poll that comes sooner gets another `slow_down`.
+#[tokio::test]
+async fn authorize_device_code_slow_down_grows_interval() {
+    let server = OwnOAuthServer::start().await;
+    server
+        .control(serde_json::json!({
+            "device_interval": 1,
+            "fail": {"endpoint": "token", "mode": "slow_down", "count": 1},
+        }))
+        .await;
+    let setup = Setup::with_endpoints("authorize-slow", server.endpoints());
+    let mut running = setup.spawn(ACCOUNT, &["--device"]);
+
+    let user_code = running
+        .line(|line| line.strip_prefix("user code: ").map(str::to_owned))
+        .await;
+    let response = http()
+        .get(format!("{}/device", server.issuer))
+        .query(&[
+            ("user_code", user_code.as_str()),
+            ("action", "approve"),
+            ("login_hint", setup.user.as_str()),
+        ])
+        .send()
+        .await
+        .expect("device approval request");
+    assert!(response.status().is_success(), "{}", response.status());
+    let finished = running.finish().await;
+
+    assert_authorized(&setup, &finished);
+    let polls = server.device_polls();
+    assert_eq!(polls.len(), 2, "{polls:#?}");
+    assert!(
+        polls[0].contains("status=400") && polls[0].contains("injected=slow_down"),
+        "{polls:#?}"
+    );
+    assert!(polls[1].contains("status=200"), "{polls:#?}");
+    let gap = logged_at(&polls[1]) - logged_at(&polls[0]);
+    assert!(
+        gap >= chrono::TimeDelta::milliseconds(6000 - 200),
+        "polled again {gap} after slow_down, before the grown interval of 6 s"
+    );
 }
