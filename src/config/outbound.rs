@@ -37,8 +37,9 @@ pub struct Outbound {
     /// none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// Requests being sent at the same time, and the size of the SMTP
-    /// connection pool. Default: 4.
+    /// Requests of this pipeline being sent at the same time. The
+    /// pipelines of one account share an SMTP connection pool and a limit
+    /// of sends in flight, both the largest value among them. Default: 4.
     pub max_in_flight: NonZeroUsize,
     /// Send attempts of one request before a transient failure (4xx, a
     /// network or token problem) sends it to the dead-letter target.

@@ -1,10 +1,10 @@
-//! Metric handles of the outbound pipelines: SMTP submissions, retries and
-//! dead-lettered requests.
+//! Metric handles of the outbound pipelines: SMTP submissions, retries,
+//! dead-lettered requests and the concurrency limit of each account.
 
 use std::fmt;
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Bounds of one SMTP submission, in seconds, connection and sign-in
 /// included when the pool had none ready.
@@ -17,6 +17,7 @@ pub struct OutboundMetrics {
     send_duration: HistogramVec,
     dead_lettered: IntCounterVec,
     retries: IntCounterVec,
+    concurrency_limit: IntGaugeVec,
 }
 
 impl fmt::Debug for OutboundMetrics {
@@ -59,11 +60,19 @@ impl OutboundMetrics {
                 "Send attempts repeated after a transient failure.",
                 &["pipeline"],
             )?,
+            concurrency_limit: IntGaugeVec::new(
+                Opts::new(
+                    "mailbridge_outbound_concurrency_limit",
+                    "Sends in flight allowed for the account, lowered after concurrency-limit replies.",
+                ),
+                &["account"],
+            )?,
         };
         registry.register(Box::new(metrics.sent.clone()))?;
         registry.register(Box::new(metrics.send_duration.clone()))?;
         registry.register(Box::new(metrics.dead_lettered.clone()))?;
         registry.register(Box::new(metrics.retries.clone()))?;
+        registry.register(Box::new(metrics.concurrency_limit.clone()))?;
 
         Ok(metrics)
     }
@@ -90,6 +99,14 @@ impl OutboundMetrics {
         self.retries.with_label_values(&[pipeline]).inc();
     }
 
+    /// Sets the number of sends in flight allowed for `account`.
+    pub fn set_concurrency_limit(&self, account: &str, limit: usize) {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.concurrency_limit
+            .with_label_values(&[account])
+            .set(limit);
+    }
+
     /// Counts a request sent to the dead-letter target.
     pub fn record_dead_letter(&self, pipeline: &str, reason: &str) {
         self.dead_lettered
@@ -110,6 +127,7 @@ mod tests {
         metrics.record_attempt("replies", "success", Duration::from_millis(40));
         metrics.record_retry("replies");
         metrics.record_dead_letter("replies", "invalid_header_value");
+        metrics.set_concurrency_limit("support", 3);
 
         let text = crate::telemetry::http::encode(&registry);
         assert!(
@@ -119,5 +137,6 @@ mod tests {
         assert!(text.contains(
             "mailbridge_dead_lettered_total{pipeline=\"replies\",reason=\"invalid_header_value\"} 1"
         ));
+        assert!(text.contains("mailbridge_outbound_concurrency_limit{account=\"support\"} 3"));
     }
 }

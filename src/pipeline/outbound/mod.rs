@@ -2,15 +2,16 @@
 //! finish it (commit the Kafka offset, ack the AMQP message) only after
 //! the server accepted it or it went to the dead-letter target.
 //!
-//! Up to `max_in_flight` requests are handled at once. Kafka commits an
-//! offset only when every earlier offset of its partition is finished,
-//! so a crash repeats requests and never skips one.
+//! Up to `max_in_flight` requests are handled at once, and the
+//! account's [`Limiter`] bounds the sends of all its pipelines together.
+//! Kafka commits an offset only when every earlier offset of its
+//! partition is finished, so a crash repeats requests and never skips one.
 //!
 //! NOTE: nothing bounds how far a partition's finished requests run ahead
 //! of a slow unfinished one, so after a crash more than `max_in_flight`
-//! requests can repeat (the stack test saw up to twice as many). A 432
-//! reply is retried, but the pool does not lower its own concurrency.
+//! requests can repeat (the stack test saw up to twice as many).
 
+mod limiter;
 mod outcome;
 mod send;
 
@@ -28,6 +29,7 @@ use crate::config::{Broker, Outbound};
 use crate::smtp::transport::Sender;
 use crate::telemetry::{OutboundMetrics, Readiness};
 
+pub use limiter::Limiter;
 pub use outcome::Outcome;
 
 /// Everything the requests of one pipeline share.
@@ -36,9 +38,15 @@ pub struct Shared {
     /// Name of the outbound pipeline.
     pub pipeline: String,
     pub settings: Arc<Outbound>,
+    /// Name of the sending account.
+    pub account: String,
     /// Address of the sending account, the default `From`.
     pub address: String,
+    /// SMTP sender of the account, shared by its outbound pipelines.
     pub sender: Sender,
+    /// Limit of the sends in flight for the account, shared by its
+    /// outbound pipelines.
+    pub limiter: Limiter,
     /// Publisher of the dead-letter target, when configured.
     pub dead_letter: Option<Publisher>,
     /// Publisher of the status target, when configured.
@@ -102,6 +110,10 @@ impl OutboundPipeline {
                 permit = Arc::clone(in_flight).acquire_owned() => permit.expect("semaphore open"),
                 _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
             };
+            let account_permit = tokio::select! {
+                permit = self.shared.limiter.acquire() => permit,
+                _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
+            };
             let delivery = tokio::select! {
                 delivery = consumer.next() => delivery,
                 _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
@@ -112,6 +124,7 @@ impl OutboundPipeline {
                     let shared = self.shared.clone();
                     tasks.spawn(async move {
                         handle(shared, delivery).await;
+                        drop(account_permit);
                         drop(permit);
                     });
                 }

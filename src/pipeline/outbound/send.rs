@@ -55,6 +55,7 @@ async fn send_with_retries(shared: &Shared, id: Option<String>, built: mime::Bui
                 shared
                     .metrics
                     .record_attempt(pipeline, "success", started.elapsed());
+                record_success(shared);
                 if held_before {
                     let component = format!("outbound/{pipeline}");
                     shared.readiness.ready(&component);
@@ -71,6 +72,9 @@ async fn send_with_retries(shared: &Shared, id: Option<String>, built: mime::Bui
         // request and would fail every request alike, so the request is
         // held and retried until an operator fixes the cause, instead of
         // flooding the dead-letter target.
+        if matches!(err, SmtpError::ConcurrencyLimit { .. }) {
+            lower_limit(shared, &err);
+        }
         let held = err.affects_account();
         held_before |= held;
         if !held && (!err.is_transient() || attempt >= max_attempts) {
@@ -95,6 +99,32 @@ async fn send_with_retries(shared: &Shared, id: Option<String>, built: mime::Bui
             _ = shutdown.wait_for(|stop| *stop) => return Outcome::Interrupted,
         }
     }
+}
+
+/// Lowers the account's concurrency limit after a reply reporting that the
+/// server limits parallel submissions from the mailbox.
+fn lower_limit(shared: &Shared, err: &SmtpError) {
+    let Some(limit) = shared.limiter.lower() else {
+        return;
+    };
+    shared.metrics.set_concurrency_limit(&shared.account, limit);
+    warn!(
+        pipeline = %shared.pipeline, account = %shared.account, error = %err,
+        smtp_code = err.code(), limit,
+        "Server limits parallel submissions; lowered the account's sends in flight"
+    );
+}
+
+/// Counts a success toward raising the account's concurrency limit again.
+fn record_success(shared: &Shared) {
+    let Some(limit) = shared.limiter.record_success() else {
+        return;
+    };
+    shared.metrics.set_concurrency_limit(&shared.account, limit);
+    info!(
+        pipeline = %shared.pipeline, account = %shared.account, limit,
+        "Raised the account's sends in flight after a run of successful sends"
+    );
 }
 
 /// Marks the pipeline as not ready while a failure of the account holds

@@ -2,6 +2,7 @@
 //! the metrics endpoint, and on shutdown lets each mailbox finish its
 //! batch before the publishers are flushed and closed.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -104,13 +105,15 @@ pub async fn run(config: Config, signal: watch::Receiver<bool>) -> Result<(), Ru
         let pipeline = inbound::start(&config, &cx, &accounts.providers, name, inbound)?;
         tasks.spawn(pipeline);
     }
+    let mut sending = BTreeMap::new();
     for (name, outbound) in &config.outbound {
         let component = format!("outbound/{name}");
         if accounts.skip_pipeline(&cx.readiness, &component, &outbound.account) {
             continue;
         }
         let tokens = accounts.providers[&outbound.account].clone();
-        tasks.spawn(outbound::start(&config, &cx, tokens, name, outbound)?);
+        let pipeline = outbound::start(&config, &cx, tokens, name, outbound, &mut sending)?;
+        tasks.spawn(pipeline);
     }
     tasks.spawn(accounts::watch_accounts(
         accounts.providers,

@@ -1,7 +1,8 @@
-//! Starting one outbound pipeline: the SMTP sender of its account, the
-//! dead-letter and status publishers, connected with retries, and the
-//! consumer loop.
+//! Starting one outbound pipeline: the SMTP sender and concurrency
+//! limiter of its account, the dead-letter and status publishers,
+//! connected with retries, and the consumer loop.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +14,65 @@ use crate::broker::Source;
 use crate::broker::{Publisher, Target};
 use crate::config::{Broker, Config, Outbound};
 use crate::pipeline::backoff::Backoff;
-use crate::pipeline::outbound::{OutboundPipeline, Shared};
+use crate::pipeline::outbound::{Limiter, OutboundPipeline, Shared};
 use crate::smtp::transport::{PoolSettings, Sender};
 
 /// Time an idle pooled SMTP connection is kept. Servers close idle
 /// sessions after a few minutes (postfix after 300 s by default), so the
 /// pool lets go first.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The SMTP sender and the concurrency limiter of one account, which all
+/// its outbound pipelines share, so that the limits hold per mailbox.
+#[derive(Clone)]
+pub(super) struct AccountSending {
+    sender: Sender,
+    limiter: Limiter,
+}
+
+/// Returns the sender and limiter of `outbound`'s account, creating them
+/// on the account's first pipeline.
+fn account_sending(
+    config: &Config,
+    cx: &Context,
+    tokens: TokenProvider,
+    outbound: &Outbound,
+    by_account: &mut BTreeMap<String, AccountSending>,
+) -> Result<AccountSending, RunError> {
+    if let Some(sending) = by_account.get(&outbound.account) {
+        return Ok(sending.clone());
+    }
+    // The largest `max_in_flight` of the account's pipelines bounds its
+    // connections and its sends in flight together.
+    let max_in_flight = config
+        .outbound
+        .values()
+        .filter(|other| other.account == outbound.account)
+        .map(|other| other.max_in_flight.get())
+        .max()
+        .unwrap_or(1);
+    let pool = PoolSettings {
+        max_connections: max_in_flight,
+        idle_timeout: POOL_IDLE_TIMEOUT,
+    };
+    let account = &config.accounts[&outbound.account];
+    let sender = Sender::new(
+        &outbound.account,
+        account,
+        tokens,
+        Some(cx.metrics.clone()),
+        pool,
+    )?;
+    cx.outbound
+        .set_concurrency_limit(&outbound.account, max_in_flight);
+    let sending = AccountSending {
+        sender,
+        limiter: Limiter::new(max_in_flight),
+    };
+    by_account.insert(outbound.account.clone(), sending.clone());
+
+    Ok(sending)
+}
 
 /// Returns the task of one outbound pipeline.
 pub(super) fn start(
@@ -28,19 +81,10 @@ pub(super) fn start(
     tokens: TokenProvider,
     name: &str,
     outbound: &Outbound,
+    by_account: &mut BTreeMap<String, AccountSending>,
 ) -> Result<impl Future<Output = ()> + Send + 'static, RunError> {
     let account = &config.accounts[&outbound.account];
-    let pool = PoolSettings {
-        max_connections: outbound.max_in_flight.get(),
-        idle_timeout: POOL_IDLE_TIMEOUT,
-    };
-    let sender = Sender::new(
-        &outbound.account,
-        account,
-        tokens,
-        Some(cx.metrics.clone()),
-        pool,
-    )?;
+    let sending = account_sending(config, cx, tokens, outbound, by_account)?;
     let broker = config.brokers[&outbound.broker].clone();
     let source = match (&broker, &outbound.topic, &outbound.queue) {
         (Broker::Kafka(_), Some(topic), _) => Source::Kafka {
@@ -60,8 +104,10 @@ pub(super) fn start(
     let shared = Shared {
         pipeline: name.to_owned(),
         settings: Arc::new(outbound.clone()),
+        account: outbound.account.clone(),
         address: account.address.clone(),
-        sender,
+        sender: sending.sender,
+        limiter: sending.limiter,
         dead_letter: None,
         status: None,
         metrics: cx.outbound.clone(),

@@ -1,0 +1,95 @@
+//! A server that limits parallel submissions: a fake on loopback replies
+//! `432 4.3.2` to the first sends of a request, as Microsoft 365 does. The
+//! request is retried until it is sent, nothing is dead-lettered, and the
+//! account's limit of sends in flight goes down by one per 432 reply.
+
+use super::{KAFKA, Targets, request, status_event};
+use crate::bridge::{PATIENCE, Setup};
+use crate::records::kafka_raw;
+use crate::support::{FakeSmtp, Step, mail_address, step, unique};
+
+/// Sends that get `432 4.3.2` before the one the server accepts.
+const LIMITED_SENDS: usize = 2;
+const MAX_IN_FLIGHT: usize = 3;
+
+/// Builds the script of one connection: sign-in, [`LIMITED_SENDS`]
+/// transactions that get 432 after the data, each followed by one RSET
+/// that checks the pooled connection before the retry, then a
+/// transaction that the server accepts.
+fn limited_then_accepted() -> Vec<Step> {
+    let mut steps = vec![
+        step(
+            "EHLO",
+            &["250-fake.example.test", "250-AUTH XOAUTH2", "250 8BITMIME"],
+        ),
+        step("AUTH XOAUTH2", &["235 2.7.0 Authentication successful"]),
+    ];
+    let transaction = |final_reply: &str| {
+        vec![
+            step("MAIL FROM", &["250 2.1.0 Sender OK"]),
+            step("RCPT TO", &["250 2.1.5 Recipient OK"]),
+            step("DATA", &["354 Start mail input; end with <CRLF>.<CRLF>"]),
+            step(".", &[final_reply]),
+        ]
+    };
+    for _ in 0..LIMITED_SENDS {
+        steps.extend(transaction(
+            "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded",
+        ));
+        steps.push(step("RSET", &["250 2.0.0 Resetting"]));
+    }
+    steps.extend(transaction("250 2.0.0 OK <queued>"));
+    steps
+}
+
+#[tokio::test]
+async fn concurrency_limit_lowers_sends_in_flight() {
+    let fake = FakeSmtp::start(vec![limited_then_accepted()]).await;
+    let mut setup = Setup::new("outbound-concurrency");
+    setup.smtp_port = fake.port;
+    setup.smtp_tls = "none";
+    let targets = Targets::new("concurrency").await;
+    let extra = format!("max_in_flight = {MAX_IN_FLIGHT}\nmax_attempts = 5");
+    setup.prepare(&targets.kafka(&extra)).await;
+    let recipient = mail_address(&unique("recipient"));
+    let request = request(&recipient, "limited twice, then sent");
+
+    let bridge = setup.start();
+    crate::records::produce(&targets.topic, "k", request.to_string().as_bytes()).await;
+    let statuses = kafka_raw(&targets.topic_status, 1, PATIENCE).await;
+    let metrics = setup.metrics().await;
+    bridge.stop().await;
+
+    let log = setup.log();
+    assert_eq!(statuses.len(), 1, "log:\n{log}");
+    let event = status_event(&statuses[0].payload);
+    let received = fake.received();
+    assert_eq!(event["status"], "sent", "{event}\n{received:?}");
+    assert_eq!(event["attempts"], LIMITED_SENDS + 1, "{event}");
+
+    let data_ends = received
+        .iter()
+        .flatten()
+        .filter(|line| *line == ".")
+        .count();
+    assert_eq!(data_ends, LIMITED_SENDS + 1, "{received:?}");
+
+    let limit = format!(
+        "mailbridge_outbound_concurrency_limit{{account=\"watched\"}} {}",
+        MAX_IN_FLIGHT - LIMITED_SENDS
+    );
+    assert!(metrics.contains(&limit), "{limit} in\n{metrics}");
+    let limited = format!(
+        "mailbridge_smtp_sent_total{{pipeline=\"{KAFKA}\",result=\"concurrency_limit\"}} {LIMITED_SENDS}"
+    );
+    assert!(metrics.contains(&limited), "{limited} in\n{metrics}");
+    assert!(
+        !metrics.contains("mailbridge_dead_lettered_total{"),
+        "nothing dead-lettered:\n{metrics}"
+    );
+    let lowered = "Server limits parallel submissions; lowered the account's sends in flight";
+    assert_eq!(log.matches(lowered).count(), LIMITED_SENDS, "{log}");
+
+    let dead = kafka_raw(&targets.topic_dead, 1, std::time::Duration::from_secs(2)).await;
+    assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+}
