@@ -2,20 +2,23 @@
 //! `432 4.3.2` to the first sends of a request, as Microsoft 365 does. The
 //! request is retried until it is sent, nothing is dead-lettered, and the
 //! account's limit of sends in flight goes down by one per 432 reply.
+//! A second pipeline of the same account then sends over the same pooled
+//! connection, under the same limit.
 
 use super::{KAFKA, Targets, request, status_event};
 use crate::bridge::{PATIENCE, Setup};
-use crate::records::kafka_raw;
+use crate::records::{amqp_raw, kafka_raw, publish_to_queue};
 use crate::support::{FakeSmtp, Step, mail_address, step, unique};
 
 /// Sends that get `432 4.3.2` before the one the server accepts.
 const LIMITED_SENDS: usize = 2;
 const MAX_IN_FLIGHT: usize = 3;
 
-/// Builds the script of one connection: sign-in, [`LIMITED_SENDS`]
-/// transactions that get 432 after the data, each followed by one RSET
-/// that checks the pooled connection before the retry, then a
-/// transaction that the server accepts.
+/// Builds the script of the only connection the fake accepts. After the
+/// sign-in come [`LIMITED_SENDS`] transactions that get 432 after the
+/// data, each followed by the RSET that checks the pooled connection
+/// before the retry. Then the server accepts the request, and after one
+/// more RSET the request of the second pipeline.
 fn limited_then_accepted() -> Vec<Step> {
     let mut steps = vec![
         step(
@@ -39,6 +42,8 @@ fn limited_then_accepted() -> Vec<Step> {
         steps.push(step("RSET", &["250 2.0.0 Resetting"]));
     }
     steps.extend(transaction("250 2.0.0 OK <queued>"));
+    steps.push(step("RSET", &["250 2.0.0 Resetting"]));
+    steps.extend(transaction("250 2.0.0 OK <queued>"));
     steps
 }
 
@@ -50,13 +55,18 @@ async fn concurrency_limit_lowers_sends_in_flight() {
     setup.smtp_tls = "none";
     let targets = Targets::new("concurrency").await;
     let extra = format!("max_in_flight = {MAX_IN_FLIGHT}\nmax_attempts = 5");
-    setup.prepare(&targets.kafka(&extra)).await;
+    let pipelines = targets.kafka(&extra) + &targets.rabbitmq("max_in_flight = 1");
+    setup.prepare(&pipelines).await;
     let recipient = mail_address(&unique("recipient"));
-    let request = request(&recipient, "limited twice, then sent");
+    let request_kafka = request(&recipient, "limited twice, then sent");
+    let request_amqp = request(&recipient, "sent by the second pipeline");
 
     let bridge = setup.start();
-    crate::records::produce(&targets.topic, "k", request.to_string().as_bytes()).await;
+    let payload = request_kafka.to_string();
+    crate::records::produce(&targets.topic, "k", payload.as_bytes()).await;
     let statuses = kafka_raw(&targets.topic_status, 1, PATIENCE).await;
+    publish_to_queue(&targets.queue, request_amqp.to_string().as_bytes()).await;
+    let statuses_amqp = amqp_raw(&targets.queue_status, 1, PATIENCE).await;
     let metrics = setup.metrics().await;
     bridge.stop().await;
 
@@ -67,12 +77,19 @@ async fn concurrency_limit_lowers_sends_in_flight() {
     assert_eq!(event["status"], "sent", "{event}\n{received:?}");
     assert_eq!(event["attempts"], LIMITED_SENDS + 1, "{event}");
 
+    assert_eq!(statuses_amqp.len(), 1, "log:\n{log}");
+    let event = status_event(&statuses_amqp[0].payload);
+    assert_eq!(event["status"], "sent", "{event}\n{received:?}");
+    assert_eq!(event["attempts"], 1, "{event}");
+
+    // One pool for both pipelines: a second connection would get 421.
+    assert_eq!(received.len(), 1, "one connection: {received:?}");
     let data_ends = received
         .iter()
         .flatten()
         .filter(|line| *line == ".")
         .count();
-    assert_eq!(data_ends, LIMITED_SENDS + 1, "{received:?}");
+    assert_eq!(data_ends, LIMITED_SENDS + 2, "{received:?}");
 
     let limit = format!(
         "mailbridge_outbound_concurrency_limit{{account=\"watched\"}} {}",
@@ -90,6 +107,9 @@ async fn concurrency_limit_lowers_sends_in_flight() {
     let lowered = "Server limits parallel submissions; lowered the account's sends in flight";
     assert_eq!(log.matches(lowered).count(), LIMITED_SENDS, "{log}");
 
-    let dead = kafka_raw(&targets.topic_dead, 1, std::time::Duration::from_secs(2)).await;
+    let quiet = std::time::Duration::from_secs(2);
+    let dead = kafka_raw(&targets.topic_dead, 1, quiet).await;
+    assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+    let dead = amqp_raw(&targets.queue_dead, 1, quiet).await;
     assert!(dead.is_empty(), "dead-lettered: {dead:?}");
 }
