@@ -57,6 +57,32 @@ pub fn parse(payload: &[u8], limits: &Limits) -> Result<Request, Rejection> {
     Request::validate(&mail, limits)
 }
 
+/// Reads the `id` of a payload leniently, so that the status event and
+/// logs of a rejected request can name it. Returns the `id` of any JSON
+/// object whose `id` member is a string that is valid as an `id`, even
+/// when other fields fail validation, and `None` otherwise.
+pub fn lenient_id(payload: &[u8]) -> Option<String> {
+    /// Only the `id` member; serde skips every other member unread.
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    }
+
+    // A derived struct would also accept a JSON array, whose first
+    // element is not an `id`.
+    let first = payload.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return None;
+    }
+    let document: IdOnly = serde_json::from_slice(payload).ok()?;
+    let serde_json::Value::String(raw) = document.id? else {
+        return None;
+    };
+
+    request::id(Some(&raw)).ok().flatten()
+}
+
 /// Deserializes the document, mapping serde errors to rejections that
 /// name the field by its path, e.g. `to[0].address`.
 fn deserialize(payload: &[u8]) -> Result<OutboundMail, Rejection> {

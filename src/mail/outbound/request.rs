@@ -182,7 +182,7 @@ fn envelope_recipients(lists: [&[Mailbox]; 3]) -> Vec<String> {
     out
 }
 
-fn id(raw: Option<&str>) -> Result<Option<String>, Rejection> {
+pub(super) fn id(raw: Option<&str>) -> Result<Option<String>, Rejection> {
     let Some(raw) = raw else {
         return Ok(None);
     };

@@ -265,3 +265,26 @@ fn serialize_round_trips() {
         json!({"address": "bob@example.test"})
     );
 }
+
+#[test]
+fn lenient_id_of_rejected_payloads() {
+    let cases: [(&[u8], Option<&str>); 9] = [
+        (br#"{"id": "r-1", "to": "not a list"}"#, Some("r-1")),
+        (br#" {"subject": "a\nb", "id": "r-2"}"#, Some("r-2")),
+        (br#"{"id": 7, "to": []}"#, None),
+        (br#"{"id": null}"#, None),
+        (br#"{"id": ""}"#, None),
+        (br#"{"id": "a\nb"}"#, None),
+        (br#"["r-3"]"#, None),
+        (br#"{"id": "r-4""#, None),
+        (b"not json", None),
+    ];
+    for (payload, expected) in cases {
+        let payload_text = String::from_utf8_lossy(payload);
+        assert_eq!(
+            lenient_id(payload).as_deref(),
+            expected,
+            "payload {payload_text}"
+        );
+    }
+}

@@ -24,7 +24,10 @@ pub(super) async fn process(shared: &Shared, delivery: &Delivery) -> Outcome {
     };
     let request = match outbound::parse(&delivery.payload, &limits) {
         Ok(request) => request,
-        Err(rejection) => return Outcome::invalid(None, None, &rejection),
+        Err(rejection) => {
+            let id = outbound::lenient_id(&delivery.payload);
+            return Outcome::invalid(id, None, &rejection);
+        }
     };
     let id = request.id().map(str::to_owned);
     let domain = shared.address.rsplit('@').next().unwrap_or("localhost");

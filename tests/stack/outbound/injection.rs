@@ -118,7 +118,12 @@ async fn injected_requests_are_dead_lettered_unchanged_and_never_sent() {
         mail_address(&unique("bob")),
         mail_address(&unique("mallory")),
     );
-    let cases = cases(&to, &mallory);
+    let mut cases = cases(&to, &mallory);
+    // Every request is valid JSON with a string `id`, which the status
+    // event must echo although the request fails validation.
+    for case in &mut cases {
+        case.request["id"] = Value::from(request_id(case.name));
+    }
     let payloads: Vec<String> = cases.iter().map(|case| pretty(&case.request)).collect();
 
     let bridge = setup.start();
@@ -190,11 +195,25 @@ async fn injected_requests_are_dead_lettered_unchanged_and_never_sent() {
         .filter(|event| event["status"] == "failed")
         .count();
     assert_eq!(failed, cases.len(), "{events:?}");
+    for case in &cases {
+        let id = request_id(case.name);
+        let position = events.iter().position(|event| event["id"] == id.as_str());
+        let Some(position) = position else {
+            panic!("no status event with id {id} in {events:?}");
+        };
+        assert_eq!(events[position]["status"], "failed", "{id}");
+        assert_eq!(events[position]["reason"], case.reason, "{id}");
+        assert_eq!(statuses[position].key.as_deref(), Some(id.as_str()), "{id}");
+    }
     assert!(
         events.iter().any(|event| event["status"] == "sent"),
         "{events:?}"
     );
     setup.assert_log_has_no_token();
+}
+
+fn request_id(case: &str) -> String {
+    format!("injection-{case}")
 }
 
 /// The request as a caller might write it, with spacing and line breaks
