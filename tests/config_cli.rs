@@ -368,3 +368,41 @@ fn ready_connectors_are_valid() {
     }
     assert!(checked >= 3, "only {checked} connector files");
 }
+
+#[test]
+fn weakening_kafka_property_exits_78() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = format!(
+        "{CONFIG}\n[brokers.kafka]\nkind = \"kafka\"\nbootstrap_servers = \"127.0.0.1:9092\"\n"
+    );
+    write(dir.path(), "mailbridge.toml", &config);
+    write(dir.path(), "client-secret", "client-secret-value\n");
+    let env = [
+        ("MAILBRIDGE_CONFIG", "mailbridge.toml"),
+        ("MAILBRIDGE_BROKERS__KAFKA__PROPERTIES__ACKS", "1"),
+        ("MAILBRIDGE_ACCOUNTS__SUPPORT__IMAP__PORT", "abc"),
+    ];
+
+    let output = mailbridge(dir.path(), &["config"], &env);
+
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(output.stdout.is_empty());
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with("brokers.kafka.properties.acks = 1: "))
+        .unwrap_or_else(|| panic!("no line for acks in {stderr}"));
+    assert!(
+        line.contains("MAILBRIDGE_BROKERS__KAFKA__PROPERTIES__ACKS"),
+        "{line}"
+    );
+    assert!(line.contains("remove acks from the properties"), "{line}");
+    assert!(
+        stderr.contains("accounts.support.imap.port = \"abc\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("error: invalid configuration: 2 problems\n"),
+        "{stderr}"
+    );
+}

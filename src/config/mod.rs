@@ -46,6 +46,7 @@ pub use inbound::{
 };
 pub use log::{LOG_ENV, LOG_FORMAT_ENV, Log, LogFormat, RUST_LOG_ENV};
 pub use outbound::Outbound;
+pub(crate) use properties::delivery_problem;
 pub use secret::{REDACTED, Secret};
 pub use server::{Server, Tls};
 pub use sources::CONFIG_ENV;

@@ -18,6 +18,49 @@ const RESERVED: &[(&str, &str)] = &[
     ("group.id", "set group_id in the outbound pipeline instead"),
 ];
 
+/// Properties that mailbridge sets itself because at-least-once delivery
+/// needs them, with the values a user may confirm. Values are compared
+/// without case, as librdkafka compares booleans. `request.required.acks`
+/// is librdkafka's name of `acks`.
+const REQUIRED: &[(&str, &str, &[&str])] = &[
+    ("enable.idempotence", "true", &["true", "t", "1"]),
+    ("acks", "all", &["all", "-1"]),
+    ("request.required.acks", "all", &["all", "-1"]),
+];
+
+/// Properties the publisher cannot work with, and why.
+const UNSUPPORTED: &[(&str, &str)] = &[(
+    "transactional.id",
+    "the publisher does not use transactions, and a transactional producer \
+     rejects records sent outside one",
+)];
+
+/// Checks a property against the ones that would weaken delivery or that
+/// the publisher does not support. Names are compared without case, so
+/// that no spelling slips past. Returns the reason and fix of a rejected
+/// property.
+pub(crate) fn delivery_problem(name: &str, value: &str) -> Option<Invalid> {
+    let lower = name.to_ascii_lowercase();
+    let fix = Some(format!("remove {name} from the properties"));
+    if let Some((_, required, allowed)) = REQUIRED.iter().find(|(n, ..)| *n == lower) {
+        let normalized = value.trim().to_ascii_lowercase();
+        if allowed.contains(&normalized.as_str()) {
+            return None;
+        }
+        let reason = format!(
+            "would turn off what at-least-once delivery needs, because mailbridge \
+             always sets {name} = {required}"
+        );
+        return Some(Invalid::new(reason).with_fix(fix));
+    }
+    if let Some((_, why)) = UNSUPPORTED.iter().find(|(n, _)| *n == lower) {
+        let reason = format!("is not supported: {why}");
+        return Some(Invalid::new(reason).with_fix(fix));
+    }
+
+    None
+}
+
 /// Tells whether a librdkafka property is a secret. The test is broad on
 /// purpose, because redacting a harmless value costs little and a printed
 /// secret cannot be taken back. It ignores case, and `pass` also matches
@@ -139,6 +182,10 @@ fn read_one(
         true => Property::Secret(secret_text(cx, path, value, name)?),
         false => Property::Plain(plain_text(cx, path, value)?),
     };
+    if let Some(invalid) = delivery_problem(name, property.expose()) {
+        cx.reject(path, value, !is_secret(name), invalid);
+        return None;
+    }
     Some((name.to_owned(), property))
 }
 

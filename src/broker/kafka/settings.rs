@@ -10,31 +10,15 @@ use rdkafka::error::KafkaError;
 
 use crate::broker::PublishError;
 use crate::broker::error::redact;
-use crate::config::{Kafka, Property};
+use crate::config::{Kafka, Property, delivery_problem};
 
 /// Default of `message.timeout.ms`: how long librdkafka tries to deliver a
 /// record before it reports a failure. librdkafka's own default, 300 s,
 /// would keep a pipeline waiting five minutes while the cluster is down.
 pub(crate) const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Properties that mailbridge sets itself, with the values a user may
-/// confirm, compared without case as librdkafka does for booleans.
-/// `request.required.acks` is librdkafka's name of `acks`.
-const REQUIRED: &[(&str, &str, &[&str])] = &[
-    ("enable.idempotence", "true", &["true", "t", "1"]),
-    ("acks", "all", &["all", "-1"]),
-    ("request.required.acks", "all", &["all", "-1"]),
-];
-
 /// librdkafka's names of the message timeout.
 const TIMEOUT_NAMES: [&str; 2] = ["message.timeout.ms", "delivery.timeout.ms"];
-
-/// Properties the publisher cannot work with, and why.
-const UNSUPPORTED: &[(&str, &str)] = &[(
-    "transactional.id",
-    "the publisher does not use transactions, and a transactional producer \
-     rejects records sent outside one",
-)];
 
 /// A checked producer configuration.
 pub(crate) struct Settings {
@@ -103,42 +87,22 @@ impl Settings {
 }
 
 /// Rejects a property that would weaken delivery or that the publisher
-/// does not support. Names are compared without case, so that no spelling
-/// slips past.
+/// does not support. Configuration loading rejects them first, so this
+/// only guards settings built some other way.
 fn check(broker: &str, name: &str, value: &Property) -> Result<(), PublishError> {
-    let lower = name.to_ascii_lowercase();
-    let rejected = |reason: String, fix: String| PublishError::Config {
-        broker: broker.to_owned(),
-        reason,
-        fix,
+    let Some(invalid) = delivery_problem(name, value.expose()) else {
+        return Ok(());
+    };
+    let quoted_value = match value {
+        Property::Plain(plain) => format!(" = {plain:?}"),
+        Property::Secret(_) => String::new(),
     };
 
-    if let Some((_, required, allowed)) = REQUIRED.iter().find(|(n, ..)| *n == lower) {
-        let normalized = value.expose().trim().to_ascii_lowercase();
-        if !allowed.contains(&normalized.as_str()) {
-            let quoted_value = match value {
-                Property::Plain(plain) => format!(" = {plain:?}"),
-                Property::Secret(_) => String::new(),
-            };
-            let reason = format!(
-                "property {name}{quoted_value} would turn off what at-least-once delivery \
-                 needs: mailbridge always sets {name} = {required}"
-            );
-            return Err(rejected(
-                reason,
-                format!("remove {name} from the properties"),
-            ));
-        }
-    }
-    if let Some((_, why)) = UNSUPPORTED.iter().find(|(n, _)| *n == lower) {
-        let reason = format!("property {name} is not supported: {why}");
-        return Err(rejected(
-            reason,
-            format!("remove {name} from the properties"),
-        ));
-    }
-
-    Ok(())
+    Err(PublishError::Config {
+        broker: broker.to_owned(),
+        reason: format!("property {name}{quoted_value} {}", invalid.reason),
+        fix: invalid.fix.unwrap_or_default(),
+    })
 }
 
 /// Change that fixes a client creation error.

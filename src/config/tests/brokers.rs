@@ -150,3 +150,92 @@ fn named_exchange_not_compared() {
         Ok(())
     });
 }
+
+#[test]
+fn weakening_kafka_properties_rejected() {
+    let cases = [
+        (
+            "\"acks\" = \"1\"",
+            "brokers.kafka.properties.acks",
+            "MAILBRIDGE_BROKERS__KAFKA__PROPERTIES__ACKS",
+            "\"1\"",
+        ),
+        (
+            "\"enable.idempotence\" = false",
+            "brokers.kafka.properties.\"enable.idempotence\"",
+            "MAILBRIDGE_BROKERS__KAFKA__PROPERTIES__ENABLE__IDEMPOTENCE",
+            "false",
+        ),
+        (
+            "\"Request.Required.Acks\" = 0",
+            "brokers.kafka.properties.\"Request.Required.Acks\"",
+            "MAILBRIDGE_BROKERS__KAFKA__PROPERTIES__REQUEST__REQUIRED__ACKS",
+            "0",
+        ),
+        (
+            "\"transactional.id\" = \"mailbridge\"",
+            "brokers.kafka.properties.\"transactional.id\"",
+            "MAILBRIDGE_BROKERS__KAFKA__PROPERTIES__TRANSACTIONAL__ID",
+            "\"mailbridge\"",
+        ),
+    ];
+    for (line, key, env, value) in cases {
+        jail(|jail| {
+            let toml = base_with(
+                "\"security.protocol\" = \"SASL_PLAINTEXT\"",
+                &format!("\"security.protocol\" = \"SASL_PLAINTEXT\"\n{line}"),
+            );
+
+            let problems = problems(load_toml(jail, &toml));
+
+            assert_eq!(problems.len(), 1, "{line}: {problems:#?}");
+            let property = problem(&problems, key);
+            assert_eq!(property.env, env);
+            assert_eq!(property.value.as_deref(), Some(value), "{line}");
+            let name = key.rsplit_once("properties.").map(|(_, name)| name);
+            let name = name.unwrap_or_default().trim_matches('"');
+            let fix = format!("remove {name} from the properties");
+            assert_eq!(property.fix.as_deref(), Some(fix.as_str()), "{line}");
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn weakening_property_from_env_rejected() {
+    jail(|jail| {
+        jail.set_env("MAILBRIDGE_BROKERS__KAFKA__PROPERTIES__ACKS", "1");
+        let toml = base_with("port = 10993", "port = \"abc\"");
+
+        let problems = problems(load_toml(jail, &toml));
+
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        let acks = problem(&problems, "brokers.kafka.properties.acks");
+        assert!(
+            acks.reason.contains("mailbridge always sets acks = all"),
+            "{}",
+            acks.reason
+        );
+        problem(&problems, "accounts.support.imap.port");
+        Ok(())
+    });
+}
+
+#[test]
+fn confirming_kafka_properties_accepted() {
+    jail(|jail| {
+        let toml = base_with(
+            "\"security.protocol\" = \"SASL_PLAINTEXT\"",
+            "\"security.protocol\" = \"SASL_PLAINTEXT\"\n\
+             \"enable.idempotence\" = true\n\"acks\" = \"-1\"\n\"request.required.acks\" = \"ALL\"",
+        );
+
+        let config = load_toml(jail, &toml).expect("valid");
+
+        let Broker::Kafka(kafka) = &config.brokers["kafka"] else {
+            panic!("kafka broker expected");
+        };
+        assert_eq!(kafka.properties["acks"].expose(), "-1");
+        Ok(())
+    });
+}
