@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::auth::{Classification, OAuth2Error, ProviderError};
+use crate::auth::{Classification, OAuth2Error, ProviderError, StoreError};
 
 /// Returns the diagnosis for a signed-in identity that cannot open the
 /// mailbox, naming the token's user when it differs from the address.
@@ -49,6 +49,9 @@ pub(crate) fn token_failure(error: &ProviderError, account: &str, timeout: Durat
     if error.needs_authorization() {
         return authorize(account);
     }
+    if let ProviderError::Store(store) = error {
+        return token_store(store, account);
+    }
     let Some(oauth2) = error.oauth2() else {
         return SEE_ERROR.to_owned();
     };
@@ -77,6 +80,41 @@ pub(crate) fn token_failure(error: &ProviderError, account: &str, timeout: Durat
         (Classification::Transient, None) => format!(
             "the token endpoint cannot be reached: check {settings}.token_url, the DNS \
              and proxy settings, and that a firewall lets HTTPS through"
+        ),
+        _ => SEE_ERROR.to_owned(),
+    }
+}
+
+/// Returns the diagnosis of a token provider that could not be built,
+/// which happens before any token request.
+pub(crate) fn provider_failure(error: &ProviderError, account: &str) -> String {
+    match error {
+        ProviderError::Store(store) => token_store(store, account),
+        error if error.needs_authorization() => authorize(account),
+        _ => SEE_ERROR.to_owned(),
+    }
+}
+
+/// Returns the diagnosis of a token file that cannot be used. A new
+/// sign-in fixes none of these while the file stays where it is, because
+/// `mailbridge authorize` reads the same file.
+fn token_store(error: &StoreError, account: &str) -> String {
+    let authorize = format!("`mailbridge authorize {account}`");
+    match error {
+        StoreError::Permissions { path, .. } => format!(
+            "the token file is accessible by group or others: run `chmod 600 {}`, then \
+             run the check again",
+            path.display()
+        ),
+        StoreError::Corrupt { path, .. } | StoreError::NotAFile { path } => format!(
+            "the token file cannot be used: move {} away, then run {authorize} to sign in \
+             again",
+            path.display()
+        ),
+        StoreError::UnsupportedVersion { path, .. } => format!(
+            "a newer mailbridge wrote the token file: upgrade mailbridge, or move {} away \
+             and run {authorize}",
+            path.display()
         ),
         _ => SEE_ERROR.to_owned(),
     }
@@ -189,6 +227,55 @@ mod tests {
         );
         assert_eq!(grant, authorize("box"));
         assert!(hang.contains("did not respond within 10s"), "{hang}");
+    }
+
+    #[test]
+    fn token_store_problems_name_their_fix() {
+        let path = std::path::PathBuf::from("/state/tokens/box.json");
+        let permissions: ProviderError = StoreError::Permissions {
+            path: path.clone(),
+            mode: 0o644,
+        }
+        .into();
+        let corrupt: ProviderError = StoreError::Corrupt {
+            path: path.clone(),
+            account: "box".into(),
+            reason: "expected value at line 1 column 1".into(),
+        }
+        .into();
+        let not_a_file: ProviderError = StoreError::NotAFile { path: path.clone() }.into();
+        let newer: ProviderError = StoreError::UnsupportedVersion {
+            path: path.clone(),
+            account: "box".into(),
+            version: 99,
+        }
+        .into();
+        let not_authorized = ProviderError::NotAuthorized {
+            account: "box".into(),
+        };
+        let timeout = Duration::from_secs(10);
+
+        let permissions_fix = provider_failure(&permissions, "box");
+        let corrupt_fix = provider_failure(&corrupt, "box");
+        let not_a_file_fix = provider_failure(&not_a_file, "box");
+        let newer_fix = provider_failure(&newer, "box");
+
+        assert_eq!(
+            permissions_fix,
+            "the token file is accessible by group or others: run \
+             `chmod 600 /state/tokens/box.json`, then run the check again"
+        );
+        assert!(!permissions_fix.contains("authorize"), "{permissions_fix}");
+        assert_eq!(
+            corrupt_fix,
+            "the token file cannot be used: move /state/tokens/box.json away, then run \
+             `mailbridge authorize box` to sign in again"
+        );
+        assert_eq!(not_a_file_fix, corrupt_fix);
+        assert!(newer_fix.contains("upgrade mailbridge"), "{newer_fix}");
+        assert_eq!(provider_failure(&not_authorized, "box"), authorize("box"));
+        assert_eq!(token_failure(&permissions, "box", timeout), permissions_fix);
+        assert_eq!(token_failure(&corrupt, "box", timeout), corrupt_fix);
     }
 
     #[test]

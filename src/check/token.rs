@@ -33,7 +33,8 @@ pub(crate) fn provider(
     match TokenProvider::with_settings(account, settings, &config.state, check_settings()) {
         Ok(provider) => Some(provider),
         Err(err) => {
-            steps.fail("token", err.to_string(), diagnosis::authorize(account));
+            let fix = diagnosis::provider_failure(&err, account);
+            steps.fail("token", err.to_string(), fix);
             None
         }
     }
