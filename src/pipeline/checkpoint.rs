@@ -7,11 +7,14 @@
 //! the checkpoint and is replaced atomically after every batch;
 //! `{mailbox}.known` is an append-only list of published mail keys
 //! (Message-ID, or `sha256:` and the content hash without one), synced
-//! before the checkpoint that covers them is written.
+//! before the checkpoint that covers them is written. Both files have
+//! mode 0600 and their directory mode 0700, like the token files, because
+//! the Message-IDs of the mailbox are private to its owner.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -185,12 +188,21 @@ impl CheckpointStore {
         }
         let append = || -> io::Result<()> {
             if let Some(directory) = self.known_path.parent() {
-                std::fs::create_dir_all(directory)?;
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(directory)?;
             }
             let mut file = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&self.known_path)?;
+            // The mode above applies only to a new file, and earlier
+            // versions created the file with mode 0644.
+            if file.metadata()?.permissions().mode() & 0o077 != 0 {
+                file.set_permissions(Permissions::from_mode(0o600))?;
+            }
             let mut lines = String::new();
             for key in keys {
                 // A key is one line: Message-IDs cannot hold line breaks
@@ -307,5 +319,35 @@ mod tests {
         assert!(known.contains("<a@example.test>"));
         assert!(known.contains("sha256:00ff"));
         assert!(known.contains("<b@x>  Bcc: y"));
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn known_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+
+        store.remember(&["<a@example.test>".into()]).unwrap();
+
+        let known_path = store.path().with_extension("known");
+        assert_eq!(mode(&known_path), 0o600);
+        assert_eq!(mode(known_path.parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn open_known_file_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        store.remember(&["<a@example.test>".into()]).unwrap();
+        let known_path = store.path().with_extension("known");
+        std::fs::set_permissions(&known_path, Permissions::from_mode(0o644)).unwrap();
+
+        store.remember(&["<b@example.test>".into()]).unwrap();
+
+        assert_eq!(mode(&known_path), 0o600);
+        assert_eq!(store.known().unwrap().len(), 2);
     }
 }
