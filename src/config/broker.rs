@@ -138,11 +138,13 @@ fn reject_keys(table: &mut Table<'_>, keys: &[&str], kind: &str) {
 
 /// Checks an AMQP URL without quoting it, because it carries a password.
 /// The url crate's parse errors (url 2.5) name the failed part, never the
-/// input.
+/// input. The URL must also parse as lapin's AMQP URI, which the
+/// connection uses.
 fn check_amqp_url(url: &Secret) -> Result<(), Invalid> {
-    let fix = || Some("write it as amqp://user:password@host:5672/vhost".to_owned());
+    let fix = || Some(AMQP_URL_FIX.to_owned());
     let no_host = || Invalid::new("URL has no host").with_fix(fix());
-    let parsed = match url::Url::parse(url.expose()) {
+    let text = url.expose();
+    let parsed = match url::Url::parse(text) {
         Ok(parsed) => parsed,
         Err(url::ParseError::EmptyHost) => return Err(no_host()),
         Err(err) => return Err(Invalid::new(format!("invalid URL: {err}")).with_fix(fix())),
@@ -150,9 +152,123 @@ fn check_amqp_url(url: &Secret) -> Result<(), Invalid> {
     if !matches!(parsed.scheme(), "amqp" | "amqps") {
         return Err(Invalid::new("expected an amqp:// or amqps:// URL"));
     }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(no_host());
+    }
+    if !is_percent_encoded_userinfo(text) {
+        let reason = "the user name or password contains a character that must be \
+                      percent-encoded";
+        let fix = "percent-encode the user name and password, for example a space as %20, \
+                   `@` as %40, `/` as %2F and `%` as %25";
+        return Err(Invalid::new(reason).with_fix(Some(fix.to_owned())));
+    }
+    if let Err(err) = text.parse::<lapin::uri::AMQPUri>() {
+        // amq-protocol-uri 7.2 quotes the whole input in one of its
+        // messages.
+        let err = err.replace(text, super::REDACTED);
+        return Err(Invalid::new(format!("invalid AMQP URI: {err}")).with_fix(fix()));
+    }
 
-    match parsed.host_str().is_none_or(str::is_empty) {
-        true => Err(no_host()),
-        false => Ok(()),
+    Ok(())
+}
+
+/// Fix of an AMQP URL that does not parse.
+const AMQP_URL_FIX: &str = "write it as amqp://user:password@host:5672/vhost, with the user \
+                            name and password percent-encoded";
+
+/// Tells whether the user part of a URL contains only the characters that
+/// RFC 3986 allows in `userinfo`: unreserved characters, sub-delims, `:`
+/// and valid `%XX` escapes. The url crate would percent-encode others,
+/// such as a space, where the user may have meant something else.
+fn is_percent_encoded_userinfo(text: &str) -> bool {
+    let Some((_, rest)) = text.split_once("://") else {
+        return true;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return true;
+    };
+
+    let bytes = userinfo.as_bytes();
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if byte == b'%' {
+            let escape = bytes.get(index + 1..index + 3);
+            if !escape.is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            index += 3;
+            continue;
+        }
+        let allowed = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&byte);
+        if !allowed {
+            return false;
+        }
+        index += 1;
+    }
+
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(url: &str) -> Result<(), Invalid> {
+        check_amqp_url(&Secret::new(url))
+    }
+
+    #[test]
+    fn amqp_url_accepts_encoded_user_part() {
+        let valid = [
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "amqps://user%40example:pass%20word%25@rabbit.example:5671/vhost",
+            "amqp://user:p!$&'()*+,;=:~@h/",
+            "amqp://h:5672/?heartbeat=30",
+        ];
+        for url in valid {
+            assert!(check(url).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn amqp_url_rejects_unencoded_user_part() {
+        let invalid = [
+            "amqp://guest:pass word-value@127.0.0.1:5672/%2f",
+            "amqp://gu est:secret-value@h/",
+            "amqp://user:50%-value@h/",
+            "amqp://user:50%zz-value@h/",
+            "amqp://user:p\"-value@h/",
+        ];
+        for url in invalid {
+            let err = check(url).expect_err(url);
+            assert!(
+                err.reason.contains("percent-encoded"),
+                "{url}: {}",
+                err.reason
+            );
+            assert!(!err.reason.contains("value"), "{url}: {}", err.reason);
+            let fix = err.fix.unwrap_or_default();
+            assert!(fix.contains("%20"), "{url}: {fix}");
+        }
+    }
+
+    #[test]
+    fn amqp_url_rejected_by_amqp_uri_parser() {
+        let invalid = [
+            "amqp://user:p%FF-value@h/",
+            "amqp://user:secret-value@h/?heartbeat=soon",
+        ];
+        for url in invalid {
+            let err = check(url).expect_err(url);
+            assert!(
+                err.reason.starts_with("invalid AMQP URI: "),
+                "{url}: {}",
+                err.reason
+            );
+            assert!(!err.reason.contains("value"), "{url}: {}", err.reason);
+            assert_eq!(err.fix.as_deref(), Some(AMQP_URL_FIX));
+        }
     }
 }

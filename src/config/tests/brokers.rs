@@ -1,7 +1,7 @@
 //! Broker values, and pipelines that would consume their own output.
 
 use super::super::Broker;
-use super::{base_with, jail, load_toml, problem, problems};
+use super::{BASE, base_with, jail, load_toml, problem, problems};
 
 const BOOTSTRAP: &str = "bootstrap_servers = \"127.0.0.1:9092\"";
 const AMQP_URL: &str = "url = \"amqp://guest:amqp-password-value@127.0.0.1:5672/%2f\"";
@@ -67,7 +67,10 @@ fn amqp_url_without_host_rejected() {
             assert_eq!(problem.reason, "URL has no host", "{url:?}");
             assert_eq!(
                 problem.fix.as_deref(),
-                Some("write it as amqp://user:password@host:5672/vhost")
+                Some(
+                    "write it as amqp://user:password@host:5672/vhost, with the user name \
+                     and password percent-encoded"
+                )
             );
             assert_eq!(problem.value, None);
             let line = problem.to_string();
@@ -75,6 +78,32 @@ fn amqp_url_without_host_rejected() {
             Ok(())
         });
     }
+}
+
+#[test]
+fn amqp_url_with_space_in_password_rejected() {
+    jail(|jail| {
+        jail.set_env(
+            "MAILBRIDGE_BROKERS__RABBIT__URL",
+            "amqp://guest:amqp password-value@127.0.0.1:5672/%2f",
+        );
+
+        let problems = problems(load_toml(jail, BASE));
+
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        let problem = problem(&problems, "brokers.rabbit.url");
+        assert_eq!(problem.env, "MAILBRIDGE_BROKERS__RABBIT__URL");
+        assert!(
+            problem.reason.contains("percent-encoded"),
+            "{}",
+            problem.reason
+        );
+        assert_eq!(problem.value, None);
+        let line = problem.to_string();
+        assert!(!line.contains("password-value"), "{line}");
+        assert!(line.contains("%20"), "{line}");
+        Ok(())
+    });
 }
 
 #[test]
