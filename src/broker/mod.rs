@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::config::{self, BrokerKind};
 
-pub use consume::{ConsumeError, Consumer, Delivery, Headers, Position, Source};
+pub use consume::{Assignment, ConsumeError, Consumer, Delivery, Headers, Position, Source};
 pub use error::PublishError;
 
 /// Media type of every record.

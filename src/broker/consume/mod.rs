@@ -65,6 +65,25 @@ impl fmt::Display for Source {
     }
 }
 
+/// State of a Kafka consumer's assignment from its group. Until it
+/// does, it receives nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// Joined the group, and no assignment arrived yet.
+    Pending,
+    /// The group assigned this member its partitions. That may be none,
+    /// when the group has more members than the topic has partitions.
+    Assigned,
+    /// The last partitions were taken away and no new assignment followed
+    /// yet. `lost` is true when the group gave them away without this
+    /// member, for example after its session timed out.
+    Revoked {
+        /// Whether the assignment was lost rather than revoked in a
+        /// rebalance.
+        lost: bool,
+    },
+}
+
 /// Origin of a delivery within its topic or queue, for logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Position {
@@ -210,6 +229,15 @@ impl Consumer {
         };
 
         Ok(Consumer { input })
+    }
+
+    /// Follows the group assignment of a Kafka consumer; `None` for an AMQP
+    /// one, which the server feeds as soon as it consumes.
+    pub fn assignment(&self) -> Option<tokio::sync::watch::Receiver<Assignment>> {
+        match &self.input {
+            Input::Kafka(input) => Some(input.assignment()),
+            Input::Amqp(_) => None,
+        }
     }
 
     /// Waits for the next request. `None` means the consumer stopped for

@@ -11,6 +11,7 @@
 //! of a slow unfinished one, so after a crash more than `max_in_flight`
 //! requests can repeat (the stack test saw up to twice as many).
 
+mod health;
 mod limiter;
 mod outcome;
 mod send;
@@ -27,8 +28,10 @@ use crate::broker::Publisher;
 use crate::broker::{Consumer, Delivery, Source};
 use crate::config::{Broker, Outbound};
 use crate::smtp::transport::Sender;
-use crate::telemetry::{OutboundMetrics, Readiness};
+use crate::telemetry::OutboundMetrics;
+use health::Watch;
 
+pub use health::{ASSIGNMENT_PATIENCE, Health, WAITING};
 pub use limiter::Limiter;
 pub use outcome::Outcome;
 
@@ -52,7 +55,8 @@ pub struct Shared {
     /// Publisher of the status target, when configured.
     pub status: Option<Publisher>,
     pub metrics: OutboundMetrics,
-    pub readiness: Readiness,
+    /// The pipeline's `/readyz` component.
+    pub health: Health,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -65,18 +69,13 @@ pub struct OutboundPipeline {
 }
 
 impl OutboundPipeline {
-    fn component(&self) -> String {
-        format!("outbound/{}", self.shared.pipeline)
-    }
-
     /// Consumes and sends until shutdown, reconnecting the consumer after
     /// failures.
     pub async fn run(self) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let in_flight = Arc::new(Semaphore::new(self.shared.settings.max_in_flight.get()));
-        self.shared
-            .readiness
-            .not_ready(&self.component(), "connecting to the broker");
+        let health = &self.shared.health;
+        health.consumer(Some("connecting to the broker".to_owned()));
         while !*self.shared.shutdown.borrow() {
             let result = self.consume(&in_flight, &mut backoff).await;
             let Err(err) = result else { break };
@@ -86,7 +85,7 @@ impl OutboundPipeline {
                 retry_in_ms = delay.as_millis() as u64,
                 "Consumer failed; reconnecting"
             );
-            self.shared.readiness.not_ready(&self.component(), err);
+            health.consumer(Some(err));
             sleep_unless_stopped(&self.shared.shutdown, delay).await;
         }
         info!(pipeline = %self.shared.pipeline, "Outbound pipeline stopped");
@@ -101,7 +100,23 @@ impl OutboundPipeline {
         let mut consumer = Consumer::connect(&self.broker_name, &self.broker, self.source.clone())
             .await
             .map_err(|err| err.to_string())?;
-        self.shared.readiness.ready(&self.component());
+        // A Kafka consumer receives nothing before the group assigns it
+        // partitions, so only its assignment makes the pipeline ready.
+        let watcher = match (consumer.assignment(), &self.source) {
+            (Some(assignment), Source::Kafka { group_id, .. }) => {
+                let watch = Watch {
+                    health: self.shared.health.clone(),
+                    pipeline: self.shared.pipeline.clone(),
+                    broker: self.broker_name.clone(),
+                    group: group_id.clone(),
+                };
+                Some(tokio::spawn(watch.follow(assignment)))
+            }
+            _ => {
+                self.shared.health.consumer(None);
+                None
+            }
+        };
         info!(pipeline = %self.shared.pipeline, source = ?self.source, "Consuming send requests");
         let mut tasks = JoinSet::new();
         let mut shutdown = self.shared.shutdown.clone();
@@ -136,6 +151,12 @@ impl OutboundPipeline {
         // Requests in flight finish, or are released on shutdown, before
         // the consumer commits and closes.
         while tasks.join_next().await.is_some() {}
+        // The close revokes the partitions, and the caller sets the reason
+        // of a failure, so the watcher stops first.
+        if let Some(watcher) = watcher {
+            watcher.abort();
+            let _ = watcher.await;
+        }
         consumer.close().await;
 
         result

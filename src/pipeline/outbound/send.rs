@@ -60,8 +60,7 @@ async fn send_with_retries(shared: &Shared, id: Option<String>, built: mime::Bui
                     .record_attempt(pipeline, "success", started.elapsed());
                 record_success(shared);
                 if held_before {
-                    let component = format!("outbound/{pipeline}");
-                    shared.readiness.ready(&component);
+                    shared.health.sending(None);
                 }
                 info!(pipeline = %pipeline, id = ?id, message_id = %built.message_id, smtp_code = accepted.code, attempt, "Mail sent");
                 return Outcome::sent(id, built.message_id, accepted, attempt);
@@ -139,9 +138,7 @@ fn hold(shared: &Shared, err: &SmtpError, attempt: u32, delay: Duration) {
         "Send failed for a reason that concerns the account; holding the request until it is fixed"
     );
     let reason = format!("sending is held: {err}");
-    shared
-        .readiness
-        .not_ready(&format!("outbound/{}", shared.pipeline), reason);
+    shared.health.sending(Some(reason));
 }
 
 /// Returns the reply that caused `err`, when a reply did.

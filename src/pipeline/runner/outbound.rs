@@ -14,7 +14,7 @@ use crate::broker::Source;
 use crate::broker::{Publisher, Target};
 use crate::config::{Broker, Config, Outbound};
 use crate::pipeline::backoff::Backoff;
-use crate::pipeline::outbound::{Limiter, OutboundPipeline, Shared};
+use crate::pipeline::outbound::{Health, Limiter, OutboundPipeline, Shared};
 use crate::smtp::transport::{PoolSettings, Sender};
 
 /// Time an idle pooled SMTP connection is kept. Servers close idle
@@ -99,8 +99,6 @@ pub(super) fn start(
             prefetch: u16::try_from(outbound.max_in_flight.get()).unwrap_or(u16::MAX),
         },
     };
-    cx.readiness
-        .not_ready(&format!("outbound/{name}"), "connecting to the broker");
     let shared = Shared {
         pipeline: name.to_owned(),
         settings: Arc::new(outbound.clone()),
@@ -111,7 +109,7 @@ pub(super) fn start(
         dead_letter: None,
         status: None,
         metrics: cx.outbound.clone(),
-        readiness: cx.readiness.clone(),
+        health: Health::new(cx.readiness.clone(), name),
         shutdown: cx.shutdown.clone(),
     };
     let pipeline = OutboundPipeline {
@@ -163,7 +161,6 @@ async fn connect(pipeline: &OutboundPipeline, name: &str) -> Option<Publisher> {
         },
     };
     let shared = &pipeline.shared;
-    let component = format!("outbound/{}", shared.pipeline);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let result = Publisher::connect(
@@ -182,7 +179,7 @@ async fn connect(pipeline: &OutboundPipeline, name: &str) -> Option<Publisher> {
             retry_in_ms = delay.as_millis() as u64,
             "Failed to connect the dead-letter or status publisher; retrying"
         );
-        shared.readiness.not_ready(&component, err.to_string());
+        shared.health.consumer(Some(err.to_string()));
         let mut shutdown = shared.shutdown.clone();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}

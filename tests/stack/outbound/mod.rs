@@ -9,6 +9,7 @@
 mod concurrency;
 mod content;
 mod injection;
+mod readiness;
 mod rejection;
 mod restart;
 mod retry_limit;

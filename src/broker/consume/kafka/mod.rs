@@ -21,7 +21,7 @@ use std::time::Duration;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{ConsumeError, Delivery, Position, Receipt as DeliveryReceipt, Source};
 use crate::broker::kafka::failure::classify;
@@ -144,6 +144,11 @@ impl Input {
 
         spawn(client, link)?;
         Ok(input)
+    }
+
+    /// Follows whether the group assigned this member its partitions.
+    pub(super) fn assignment(&self) -> watch::Receiver<super::Assignment> {
+        self.partitions.assignment()
     }
 
     /// Waits for the next record of a partition this consumer still owns.

@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
 
-use super::super::ConsumeError;
+use super::super::{Assignment, ConsumeError};
 use super::context::Context;
 use super::offsets::PartitionOffsets;
 
@@ -44,6 +45,8 @@ pub(super) struct Partitions {
     /// Set while the consumer thread holds fetching paused, so that newly
     /// assigned partitions start paused too.
     paused: AtomicBool,
+    /// Whether the group assigned this member its partitions.
+    assignment: watch::Sender<Assignment>,
 }
 
 #[derive(Default)]
@@ -70,7 +73,13 @@ impl Partitions {
             state: Mutex::default(),
             client: OnceLock::new(),
             paused: AtomicBool::new(false),
+            assignment: watch::Sender::new(Assignment::Pending),
         }
+    }
+
+    /// Follows whether the group assigned this member its partitions.
+    pub(super) fn assignment(&self) -> watch::Receiver<Assignment> {
+        self.assignment.subscribe()
     }
 
     /// Links the consumer, which finish needs for its commits.
@@ -170,6 +179,9 @@ impl Partitions {
         }
         drop(state);
 
+        // An assignment without partitions counts too: a group with more
+        // members than partitions leaves some members idle.
+        self.assignment.send_replace(Assignment::Assigned);
         let partitions = describe(list);
         tracing::info!(broker = %self.broker, partitions, "Partitions assigned");
     }
@@ -178,7 +190,14 @@ impl Partitions {
     /// reply, what finished in them. Records still unfinished are
     /// delivered again to the partition's next owner.
     pub(super) fn revoke(&self, client: &Client, list: &TopicPartitionList) {
-        let (commits, unfinished) = self.lock().remove(list);
+        let mut state = self.lock();
+        let (commits, unfinished) = state.remove(list);
+        let none_left = state.assigned.is_empty();
+        drop(state);
+        if none_left {
+            let lost = client.assignment_lost();
+            self.assignment.send_replace(Assignment::Revoked { lost });
+        }
 
         let (broker, partitions) = (&self.broker, describe(list));
         tracing::info!(broker, partitions, unfinished, "Partitions revoked");
