@@ -18,7 +18,7 @@ use crate::config::Server;
 pub struct Anchor {
     /// Distinguished name of the root, such as `CN=ISRG Root X1, O=…`.
     pub subject: String,
-    /// Where the root came from.
+    /// Trust store that contains the root: the platform roots or `ca_file`.
     pub source: AnchorSource,
 }
 

@@ -120,7 +120,7 @@ fn token_store(error: &StoreError, account: &str) -> String {
     }
 }
 
-/// Returns the diagnosis of a token endpoint that answered with HTTP 429
+/// Returns the diagnosis of a token endpoint that responded with HTTP 429
 /// or 5xx, naming its `Retry-After` delay.
 fn unavailable(error: &OAuth2Error, status: u16) -> String {
     let retry = match error.retry_after() {

@@ -1,5 +1,5 @@
-//! `mailbridge run` with accounts that cannot sign in: a token file that
-//! must not be used stops only its own account's pipelines, and a refresh
+//! `mailbridge run` with accounts that cannot sign in. A token file that
+//! must not be used stops only its own account's pipelines. A refresh
 //! token that the server rejects makes the account not ready and sets its
 //! authorization metric to 1.
 

@@ -513,7 +513,7 @@ async fn kafka_consumer_resumes_after_broker_outage() {
 
     assert_eq!(offset(&delivery), after[0]);
     // Right after the outage the client may still be looking for the group
-    // coordinator, so this commit can fail as transient; the finished
+    // coordinator, so this commit can fail as transient. The finished
     // offset is then committed when the consumer closes.
     if let Err(err) = delivery.finish().await {
         assert!(err.is_transient(), "finish after: {err}");

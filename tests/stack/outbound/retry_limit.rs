@@ -1,6 +1,6 @@
-//! A transient failure that lasts: a server that replies 451 to every
-//! RCPT TO gets the request `max_attempts` times, and then the request
-//! is dead-lettered as not permanent, with the number of attempts in the
+//! A transient failure that lasts. A server that replies 451 to every
+//! RCPT TO gets the request `max_attempts` times. Then the request is
+//! dead-lettered as not permanent, with the number of attempts in the
 //! record and in its status event. Postfix on the stack accepts the
 //! stack's own recipients, so the 451 comes from a fake on loopback.
 

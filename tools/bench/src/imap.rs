@@ -64,8 +64,8 @@ impl Session {
         let tag = session.send(command.as_bytes()).await?;
         let reply = session.read_response().await?;
         if reply.text.starts_with('+') {
-            // Dovecot sends an error challenge that must be answered before
-            // the tagged NO arrives.
+            // Dovecot sends an error challenge, and the client must reply to
+            // it before the tagged NO arrives.
             session.write(b"\r\n").await?;
             let refusal = session.read_response().await?;
             return Err(format!(

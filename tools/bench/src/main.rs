@@ -459,7 +459,7 @@ async fn idle(args: IdleArgs) -> Result<serde_json::Value, String> {
 }
 
 /// Returns the HTTP status of GET /readyz, or None when the server does not
-/// answer.
+/// respond.
 async fn readyz_status(address: &str) -> Option<u16> {
     let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
     let request = format!("GET /readyz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
