@@ -513,16 +513,25 @@ async fn kafka_consumer_resumes_after_broker_outage() {
 
     assert_eq!(offset(&delivery), after[0]);
     // Right after the outage the client may still be looking for the group
-    // coordinator, so this commit can fail as transient. The finished
-    // offset is then committed when the consumer closes.
-    if let Err(err) = delivery.finish().await {
+    // coordinator, so this commit can fail as transient. The commit at
+    // close may then land or not, so the group resumes after the record or
+    // at it, and never before it.
+    let finished = delivery.finish().await;
+    if let Err(err) = &finished {
         assert!(err.is_transient(), "finish after: {err}");
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     consumer.close().await;
 
     let positions = committed_on(&bootstrap, &group, &topic, 1).await;
-    assert_eq!(positions, vec![Offset::Offset(after[0] + 1)]);
+    let past = Offset::Offset(after[0] + 1);
+    match finished {
+        Ok(()) => assert_eq!(positions, vec![past]),
+        Err(_) => assert!(
+            positions == vec![past] || positions == vec![Offset::Offset(after[0])],
+            "committed {positions:?} after a failed commit of offset {}",
+            after[0]
+        ),
+    }
     drop(cluster);
 }
 
