@@ -9,6 +9,7 @@ mod imap;
 mod mail;
 mod process;
 mod report;
+mod tokens;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +47,8 @@ enum Command {
     Produce(ProduceArgs),
     /// Run a command until its /readyz returns 200 and report its memory.
     Idle(IdleArgs),
+    /// Run a command, end its IMAP sessions over and over, and count its token requests.
+    Tokens(tokens::TokensArgs),
     /// Print a free TCP port on 127.0.0.1.
     FreePort,
     /// Write BENCHMARKS.md from the results of a run directory.
@@ -209,6 +212,7 @@ async fn main() {
         Command::Backfill(args) => backfill(args).await,
         Command::Produce(args) => produce(args).await,
         Command::Idle(args) => idle(args).await,
+        Command::Tokens(args) => tokens::measure(args).await,
         Command::FreePort => free_port(),
         Command::Report(args) => report::write(&args).map(|()| json!({"written": args.output})),
     };
