@@ -11,6 +11,7 @@ mod content;
 mod injection;
 mod readiness;
 mod rejection;
+mod replicas;
 mod restart;
 mod retry_limit;
 mod round_trip;
