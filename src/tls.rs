@@ -1,14 +1,17 @@
 //! TLS client settings shared by every connection mailbridge opens:
 //! platform roots plus an optional PEM bundle, with certificate and host
-//! name checks always on.
+//! name checks on unless a server table sets
+//! `danger_accept_invalid_certs = true`.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::CertificateDer;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 /// Failure to build a TLS client configuration.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,86 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
         .with_no_client_auth();
 
     Ok(Arc::new(config))
+}
+
+/// Returns a client configuration that accepts any server certificate,
+/// for `danger_accept_invalid_certs = true`. It still checks the
+/// handshake signatures, so the peer must hold the key of the certificate
+/// it sent, but anyone can make such a certificate for any name.
+pub fn unverified_client_config() -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { provider }))
+        .with_no_client_auth();
+
+    Arc::new(config)
+}
+
+/// Connections opened so far without certificate verification.
+static UNVERIFIED_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Logs the warning that a connection to `server` (`host:port`) skips
+/// certificate verification. Each call carries a new `connection` number,
+/// so the log's repeat limit keeps one line for every connection.
+pub fn warn_unverified(account: &str, protocol: &str, server: &str) {
+    let connection = UNVERIFIED_CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::warn!(
+        account,
+        protocol,
+        server,
+        connection,
+        "Certificate verification is off for this connection \
+         (danger_accept_invalid_certs = true): anyone on the network path can read the \
+         token; set ca_file to the CA that issued the server's certificate instead"
+    );
+}
+
+/// The verifier of [`unverified_client_config`].
+#[derive(Debug)]
+struct AcceptAnyCertificate {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 fn read_pem(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

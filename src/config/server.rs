@@ -74,6 +74,10 @@ pub struct Server {
     /// roots, relative to the working directory. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Whether any server certificate is accepted, without checking its
+    /// issuer, validity or host name. Each connection that uses it logs a
+    /// warning. Default: false.
+    pub danger_accept_invalid_certs: bool,
     /// Time allowed for the TCP connection and the TLS handshake. Default: 30s.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -84,9 +88,14 @@ pub(crate) fn read(mut table: Table<'_>, protocol: Protocol) -> Option<Server> {
     let tls = table.get::<Tls>("tls").unwrap_or(protocol.default_tls());
     let port = table.get::<Port>("port");
     let allow_plaintext = table.get::<bool>("allow_plaintext").unwrap_or(false);
-    let ca_file = match tls {
+    let (ca_file, danger_accept_invalid_certs) = match tls {
         Tls::None => check_plaintext(&mut table, allow_plaintext),
-        _ => table.get_checked("ca_file", |file: &PathBuf| check_ca_file(file)),
+        _ => (
+            table.get_checked("ca_file", |file: &PathBuf| check_ca_file(file)),
+            table
+                .get::<bool>("danger_accept_invalid_certs")
+                .unwrap_or(false),
+        ),
     };
     let connect_timeout = table.get::<Duration>("connect_timeout");
     table.finish();
@@ -97,12 +106,14 @@ pub(crate) fn read(mut table: Table<'_>, protocol: Protocol) -> Option<Server> {
         tls,
         allow_plaintext,
         ca_file,
+        danger_accept_invalid_certs,
         connect_timeout: connect_timeout.unwrap_or(Duration::from_secs(30)),
     })
 }
 
-/// Checks a plaintext server table. Returns no CA file, because none is used.
-fn check_plaintext(table: &mut Table<'_>, allow_plaintext: bool) -> Option<PathBuf> {
+/// Checks a plaintext server table. Returns no CA file and no certificate
+/// exception, because no certificate is used.
+fn check_plaintext(table: &mut Table<'_>, allow_plaintext: bool) -> (Option<PathBuf>, bool) {
     if !allow_plaintext {
         let reason = "plaintext connections are disabled";
         let fix = "set allow_plaintext = true to send the token unencrypted, or use starttls";
@@ -110,11 +121,10 @@ fn check_plaintext(table: &mut Table<'_>, allow_plaintext: bool) -> Option<PathB
     }
 
     let reason = "has no effect with tls = \"none\"";
-    table.reject(
-        "ca_file",
-        Invalid::new(reason).with_fix(Some("remove it".into())),
-    );
-    None
+    for key in ["ca_file", "danger_accept_invalid_certs"] {
+        table.reject(key, Invalid::new(reason).with_fix(Some("remove it".into())));
+    }
+    (None, false)
 }
 
 /// Rejects a URL or a `host:port` pair given as a host.

@@ -190,6 +190,9 @@ impl Connector {
         let Some((config, name)) = &self.settings.tls else {
             unreachable!("TLS settings exist unless tls = \"none\"");
         };
+        if self.settings.server.danger_accept_invalid_certs {
+            crate::tls::warn_unverified(&self.settings.account, "imap", &self.settings.label);
+        }
         let connector = TlsConnector::from(Arc::clone(config));
         let handshake = connector.connect(name.clone(), tcp);
         let tls = tokio::time::timeout_at(deadline.into(), handshake)
@@ -355,12 +358,15 @@ fn tls_settings(
     account: &str,
     server: &Server,
 ) -> Result<(Arc<ClientConfig>, ServerName<'static>), ImapError> {
-    let config = crate::tls::client_config(server.ca_file.as_deref()).map_err(|source| {
-        ImapError::TlsSettings {
-            account: account.to_owned(),
-            source,
-        }
-    })?;
+    let config = match server.danger_accept_invalid_certs {
+        true => crate::tls::unverified_client_config(),
+        false => crate::tls::client_config(server.ca_file.as_deref()).map_err(|source| {
+            ImapError::TlsSettings {
+                account: account.to_owned(),
+                source,
+            }
+        })?,
+    };
     let name = ServerName::try_from(server.host.clone()).map_err(|_| ImapError::Config {
         account: account.to_owned(),
         reason: format!("host {:?} is not a valid TLS server name", server.host),

@@ -38,6 +38,7 @@ fn server(tls: Tls, port: u16) -> Server {
             Tls::None => None,
             _ => Some(PathBuf::from(stack("STACK_CA_FILE"))),
         },
+        danger_accept_invalid_certs: false,
         connect_timeout: Duration::from_secs(5),
     }
 }

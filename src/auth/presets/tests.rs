@@ -10,6 +10,7 @@ fn server(host: &str, port: u16) -> Server {
         tls: Tls::Implicit,
         allow_plaintext: false,
         ca_file: None,
+        danger_accept_invalid_certs: false,
         connect_timeout: Duration::from_secs(30),
     }
 }

@@ -53,6 +53,7 @@ port = 1
 tls = "starttls"
 allow_plaintext = false
 ca_file = "ca.pem"
+danger_accept_invalid_certs = false
 connect_timeout = "1s"
 
 [accounts.a.smtp]
@@ -61,6 +62,7 @@ port = 1
 tls = "starttls"
 allow_plaintext = false
 ca_file = "ca.pem"
+danger_accept_invalid_certs = false
 connect_timeout = "1s"
 
 [brokers.k]

@@ -787,3 +787,56 @@ fn marking_mail_without_broker_accepted() {
         Ok(())
     });
 }
+
+#[test]
+fn certificate_checks_on_by_default() {
+    jail(|jail| {
+        let config = load_toml(jail, BASE).expect("valid");
+
+        let account = &config.accounts["support"];
+        assert!(!account.imap.as_ref().unwrap().danger_accept_invalid_certs);
+        assert!(!account.smtp.as_ref().unwrap().danger_accept_invalid_certs);
+        Ok(())
+    });
+}
+
+#[test]
+fn certificate_checks_off_per_server() {
+    jail(|jail| {
+        let toml = base_with(
+            "port = 10993",
+            "port = 10993\ndanger_accept_invalid_certs = true",
+        );
+        jail.set_env(
+            "MAILBRIDGE_ACCOUNTS__SUPPORT__SMTP__DANGER_ACCEPT_INVALID_CERTS",
+            "true",
+        );
+
+        let config = load_toml(jail, &toml).expect("valid");
+
+        let account = &config.accounts["support"];
+        assert!(account.imap.as_ref().unwrap().danger_accept_invalid_certs);
+        assert!(account.smtp.as_ref().unwrap().danger_accept_invalid_certs);
+        Ok(())
+    });
+}
+
+#[test]
+fn certificate_exception_rejected_without_tls() {
+    jail(|jail| {
+        let toml = base_with(
+            "port = 10993",
+            "tls = \"none\"\nallow_plaintext = true\ndanger_accept_invalid_certs = true",
+        );
+
+        let problems = problems(load_toml(jail, &toml));
+
+        let key = problem(
+            &problems,
+            "accounts.support.imap.danger_accept_invalid_certs",
+        );
+        assert_eq!(key.reason, "has no effect with tls = \"none\"");
+        assert_eq!(key.fix.as_deref(), Some("remove it"));
+        Ok(())
+    });
+}

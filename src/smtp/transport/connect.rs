@@ -160,6 +160,9 @@ async fn handshake(
     let Some((config, name)) = &settings.tls else {
         unreachable!("TLS settings exist unless tls = \"none\"");
     };
+    if settings.server.danger_accept_invalid_certs {
+        crate::tls::warn_unverified(&settings.account, "smtp", &settings.label);
+    }
     let connector = TlsConnector::from(Arc::clone(config));
     let handshake = connector.connect(name.clone(), stream);
     let tls = tokio::time::timeout_at(deadline.into(), handshake)
@@ -347,12 +350,15 @@ pub(crate) fn tls_settings(
     account: &str,
     server: &Server,
 ) -> Result<(Arc<ClientConfig>, ServerName<'static>), SmtpError> {
-    let config = crate::tls::client_config(server.ca_file.as_deref()).map_err(|source| {
-        SmtpError::TlsSettings {
-            account: account.to_owned(),
-            source,
-        }
-    })?;
+    let config = match server.danger_accept_invalid_certs {
+        true => crate::tls::unverified_client_config(),
+        false => crate::tls::client_config(server.ca_file.as_deref()).map_err(|source| {
+            SmtpError::TlsSettings {
+                account: account.to_owned(),
+                source,
+            }
+        })?,
+    };
     let name = ServerName::try_from(server.host.clone()).map_err(|_| SmtpError::Config {
         account: account.to_owned(),
         reason: format!("host {:?} is not a valid TLS server name", server.host),
