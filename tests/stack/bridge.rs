@@ -33,6 +33,13 @@ pub struct Setup {
     pub smtp_tls: &'static str,
     /// AMQP URL of the `rabbitmq` broker: the stack's, or a forwarder's.
     pub amqp_url: String,
+    /// Whether the IMAP and SMTP tables set the stack's CA as `ca_file`.
+    /// Without it, the stack's certificates come from an unknown CA.
+    pub trust_stack_ca: bool,
+    /// TOML lines added to the IMAP and SMTP tables.
+    pub server_extra: String,
+    /// Environment variables of every command run with this setup.
+    pub env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -47,6 +54,9 @@ impl Setup {
             smtp_port: crate::support::port("STACK_SMTP_PORT"),
             smtp_tls: "starttls",
             amqp_url: stack("STACK_AMQP_URL"),
+            trust_stack_ca: true,
+            server_extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -98,12 +108,14 @@ host = "{imap_host}"
 port = {imap_port}
 {imap_tls}
 connect_timeout = "5s"
+{server_extra}
 
 [accounts.{ACCOUNT}.smtp]
 host = "{smtp_host}"
 port = {smtp_port}
 {smtp_tls}
 connect_timeout = "5s"
+{server_extra}
 
 [brokers.kafka]
 kind = "kafka"
@@ -124,8 +136,9 @@ url = "{amqp_url}"
             token_url = stack("STACK_OAUTH_TOKEN_URL"),
             imap_host = stack("STACK_IMAP_HOST"),
             imap_port = self.imap_port,
-            imap_tls = tls_settings(self.imap_tls),
-            smtp_tls = tls_settings(self.smtp_tls),
+            imap_tls = tls_settings(self.imap_tls, self.trust_stack_ca),
+            smtp_tls = tls_settings(self.smtp_tls, self.trust_stack_ca),
+            server_extra = self.server_extra,
             smtp_host = stack("STACK_SMTP_HOST"),
             smtp_port = self.smtp_port,
             bootstrap = stack("STACK_KAFKA_BOOTSTRAP"),
@@ -178,8 +191,20 @@ url = "{amqp_url}"
             .arg("--config")
             .arg(self.config_file())
             .env_remove("MAILBRIDGE_CONFIG")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null());
         command
+    }
+
+    /// Runs `mailbridge ARGS` with this setup's configuration and returns
+    /// its exit status and output.
+    pub async fn output(&self, args: &[&str]) -> std::process::Output {
+        let mut command = self.command();
+        command.args(args);
+        tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("join")
+            .expect("run mailbridge")
     }
 
     /// Starts `mailbridge run`, appending to the log file.
@@ -347,11 +372,14 @@ pub fn schema_errors(name: &str, document: &Value) -> Vec<String> {
 }
 
 /// Returns the `tls` line of a server table for `tls`, with the stack's CA
-/// file or, for plaintext, `allow_plaintext`.
-fn tls_settings(tls: &str) -> String {
+/// file when `trust_stack_ca` is set or, for plaintext, `allow_plaintext`.
+fn tls_settings(tls: &str, trust_stack_ca: bool) -> String {
     match tls {
         "none" => "tls = \"none\"\nallow_plaintext = true".to_owned(),
-        tls => format!("tls = \"{tls}\"\nca_file = \"{}\"", stack("STACK_CA_FILE")),
+        tls if trust_stack_ca => {
+            format!("tls = \"{tls}\"\nca_file = \"{}\"", stack("STACK_CA_FILE"))
+        }
+        tls => format!("tls = \"{tls}\""),
     }
 }
 

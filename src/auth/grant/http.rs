@@ -126,6 +126,7 @@ impl<'c> AsyncHttpClient<'c> for Recorder<'_> {
     fn call(&'c self, request: HttpRequest) -> Self::Future {
         Box::pin(async move {
             self.record(None);
+            let secrets = request_secrets(request.body());
             let response = self.http.call(request).await?;
             let retry_after = response
                 .headers()
@@ -135,12 +136,64 @@ impl<'c> AsyncHttpClient<'c> for Recorder<'_> {
             self.record(Some(Recorded {
                 status: response.status().as_u16(),
                 retry_after,
-                body: response.body().clone(),
+                body: redact(response.body(), &secrets),
             }));
 
             Ok(response)
         })
     }
+}
+
+/// Form fields of a token request whose values are secrets: the client
+/// secret, the grants' tokens and codes, and the PKCE verifier.
+const SECRET_FIELDS: [&str; 5] = [
+    "client_secret",
+    "refresh_token",
+    "code",
+    "code_verifier",
+    "device_code",
+];
+
+/// Returns the secret values of a form-encoded token request, each as
+/// sent and decoded, for [`redact`].
+fn request_secrets(body: &[u8]) -> Vec<Vec<u8>> {
+    let mut secrets = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(body) {
+        if !SECRET_FIELDS.contains(&name.as_ref()) || value.is_empty() {
+            continue;
+        }
+        let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+        secrets.push(encoded.into_bytes());
+        secrets.push(value.into_owned().into_bytes());
+    }
+    secrets
+}
+
+/// Replaces each of `secrets` in a response body with `[redacted]`. A
+/// server may quote the request in an error description, and that text
+/// goes into error messages and logs.
+///
+/// NOTE: a secret is found only as it was sent or percent-decoded. A
+/// server that quotes it in another encoding, such as base64, is not
+/// covered.
+fn redact(body: &[u8], secrets: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = body.to_vec();
+    for secret in secrets {
+        body = replace_all(&body, secret, b"[redacted]");
+    }
+    body
+}
+
+fn replace_all(text: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut result = Vec::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(position) = rest.windows(from.len()).position(|window| window == from) {
+        result.extend_from_slice(&rest[..position]);
+        result.extend_from_slice(to);
+        rest = &rest[position + from.len()..];
+    }
+    result.extend_from_slice(rest);
+    result
 }
 
 fn transport_error(account: &str, error: TransportError) -> OAuth2Error {
@@ -150,5 +203,32 @@ fn transport_error(account: &str, error: TransportError) -> OAuth2Error {
             OAuth2Error::transport(account, timed_out, source)
         }
         other => OAuth2Error::transport(account, false, other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_request_secrets_redacted() {
+        let request =
+            b"grant_type=refresh_token&refresh_token=rt%2Fone&client_id=app&client_secret=s3cret";
+        let body = br#"{"error":"invalid_client","error_description":"got client_secret=s3cret and rt/one, rt%2Fone for app"}"#;
+
+        let redacted = String::from_utf8(redact(body, &request_secrets(request))).unwrap();
+
+        assert!(!redacted.contains("s3cret"), "{redacted}");
+        assert!(!redacted.contains("rt/one"), "{redacted}");
+        assert!(!redacted.contains("rt%2Fone"), "{redacted}");
+        assert!(redacted.contains("for app"), "{redacted}");
+    }
+
+    #[test]
+    fn response_without_secrets_unchanged() {
+        let request = b"grant_type=client_credentials&client_id=app&client_secret=s3cret";
+        let body = br#"{"error":"invalid_client"}"#;
+
+        assert_eq!(redact(body, &request_secrets(request)), body);
     }
 }

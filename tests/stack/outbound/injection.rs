@@ -11,10 +11,10 @@ use crate::records::{SETTLE, kafka_raw, produce};
 use crate::support::{mail_address, unique};
 
 /// One injection attempt: a name, the request and the expected reason.
-struct Case {
-    name: &'static str,
-    request: Value,
-    reason: &'static str,
+pub(super) struct Case {
+    pub(super) name: &'static str,
+    pub(super) request: Value,
+    pub(super) reason: &'static str,
 }
 
 fn case(name: &'static str, reason: &'static str, request: Value) -> Case {
@@ -27,7 +27,7 @@ fn case(name: &'static str, reason: &'static str, request: Value) -> Case {
 
 /// The attacks of the header injection case, in our schema's field
 /// names, each with one fault so that its reason is unambiguous.
-fn cases(to: &str, mallory: &str) -> Vec<Case> {
+pub(super) fn cases(to: &str, mallory: &str) -> Vec<Case> {
     let bcc = format!("\r\nBcc: {mallory}");
     let value = "invalid_header_value";
     vec![

@@ -6,6 +6,7 @@
 //! This module holds what the tests share: the topics and queues of one
 //! test, the pipeline tables and the reading of received mail.
 
+mod catalogue;
 mod concurrency;
 mod content;
 mod injection;
