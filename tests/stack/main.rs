@@ -29,3 +29,4 @@ mod secrets;
 mod smtp;
 mod smtp_transport;
 mod token;
+mod token_modes;

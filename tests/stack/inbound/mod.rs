@@ -9,6 +9,7 @@ mod no_idle;
 mod resets;
 mod sessions;
 mod special_use;
+mod starttls;
 mod stopping;
 
 use std::collections::BTreeSet;
