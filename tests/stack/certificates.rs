@@ -90,6 +90,7 @@ async fn unknown_ca_rejected_by_default() {
     let (status, body) = setup
         .wait_readyz(PATIENCE, |_, body| body.to_string().contains(&imap_server))
         .await;
+    let check = setup.output(&["check"]).await;
     let published = kafka_records(&inbound, 1, Duration::from_secs(3)).await;
     let mails = wait_for_mails(&recipient, 1, Duration::from_secs(1)).await;
     bridge.stop().await;
@@ -98,6 +99,11 @@ async fn unknown_ca_rejected_by_default() {
     assert!(smtp_line.contains("UnknownIssuer"), "{smtp_line}");
     assert_eq!(status, 503, "{body}");
     assert!(body.to_string().contains("ca_file"), "{body}");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{report}");
+    assert!(report.contains("imap FAIL certificate"), "{report}");
+    assert!(report.contains("smtp FAIL certificate"), "{report}");
+    assert!(report.contains("set ca_file"), "{report}");
     assert!(published.is_empty(), "published without a verified server");
     assert!(mails.is_empty(), "sent without a verified server");
     assert!(lines_with(&setup.log(), WARNING).is_empty());
@@ -136,6 +142,7 @@ async fn accepted_with_option_and_warned_per_connect() {
     let second = kafka_records(&inbound, 2, PATIENCE).await;
     produce(&requests, "second", &send_request(&recipient, "second")).await;
     let second_mail = wait_for_mails(&recipient, 2, PATIENCE).await;
+    let check = setup.output(&["check"]).await;
     bridge.stop().await;
 
     assert_eq!(first.len(), 1, "log:\n{}", setup.log());
@@ -162,5 +169,13 @@ async fn accepted_with_option_and_warned_per_connect() {
     assert!(smtp_connections >= 2, "{log}");
     assert!(imap_warnings >= imap_sessions, "{imap_warnings}:\n{log}");
     assert!(smtp_warnings >= smtp_connections, "{smtp_warnings}:\n{log}");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{report}");
+    let accepted = "accepted because danger_accept_invalid_certs = true";
+    let certificate_lines = lines_with(&report, " certificate  ");
+    assert_eq!(certificate_lines.len(), 2, "{report}");
+    for line in certificate_lines {
+        assert!(line.contains(accepted), "{line}");
+    }
     setup.assert_log_has_no_token();
 }
