@@ -142,9 +142,9 @@ pub fn warn_unverified(account: &str, protocol: &str, server: &str) {
         protocol,
         server,
         connection,
-        "Certificate verification is off for this connection \
-         (danger_accept_invalid_certs = true): anyone on the network path can read the \
-         token; set ca_file to the CA that issued the server's certificate instead"
+        "Certificate verification is off for this connection because \
+         danger_accept_invalid_certs = true, so anyone on the network path can read the \
+         token. Set ca_file to the CA that issued the server's certificate instead"
     );
 }
 

@@ -16,8 +16,8 @@ use crate::support::{Forwarder, mail_address, port, stack, unique};
 /// The warning of a connection without certificate verification.
 const WARNING: &str = "Certificate verification is off for this connection";
 
-/// An inbound pipeline of the INBOX to `inbound` and an outbound one from
-/// `requests`, both on Kafka.
+/// Returns the TOML of an inbound pipeline of the INBOX to `inbound` and
+/// an outbound one from `requests`, both on Kafka.
 fn pipelines(inbound: &str, requests: &str, dead: &str) -> String {
     format!(
         r#"

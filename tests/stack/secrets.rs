@@ -1,8 +1,8 @@
-//! No secret in any output: every pipeline kind and command runs at debug
-//! level with distinctive secret values, and neither the values nor their
-//! base64 forms (HTTP Basic, the XOAUTH2 and OAUTHBEARER strings) may
-//! appear in standard output or standard error, `/metrics`, `/readyz`,
-//! `config` or `check` output, or an error message.
+//! No secret in any output. Every pipeline kind and command runs at
+//! debug level with distinctive secret values. Neither the values nor
+//! their base64 forms (HTTP Basic, the XOAUTH2 and OAUTHBEARER strings)
+//! may appear in standard output or standard error, `/metrics`,
+//! `/readyz`, `config` or `check` output, or an error message.
 //!
 //! The failing paths are a wrong client secret, a token endpoint where
 //! nothing listens, token endpoints that quote the whole request in their
@@ -156,10 +156,10 @@ dead_letter = "{requests_queue}.dead"
     }
 }
 
-/// A token endpoint on loopback that answers every request with 401
-/// `invalid_client` and quotes the request on one line, body first: in
-/// the JSON error description, or with `json` false as a plain-text body.
-/// Returns its URL.
+/// Starts a token endpoint on loopback that responds to every request
+/// with 401 `invalid_client` and quotes the request on one line, body
+/// first. The quote is the JSON error description, or with `json` false
+/// a plain-text body. Returns its URL.
 async fn quoting_token_endpoint(json: bool) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -191,7 +191,7 @@ async fn quoting_token_endpoint(json: bool) -> String {
     format!("http://127.0.0.1:{port}/token")
 }
 
-/// Reads an HTTP request until the client pauses; token requests are
+/// Reads an HTTP request until the client pauses. Token requests are
 /// small and sent at once.
 async fn read_request(stream: &mut tokio::net::TcpStream) -> String {
     let mut request = Vec::new();

@@ -9,8 +9,8 @@ use crate::support::{FakeImap, step};
 
 #[tokio::test]
 async fn inbound_without_starttls_sends_no_token() {
-    // The greeting lists no capabilities, so each connection asks for
-    // them; the answer offers sign-in without TLS and no STARTTLS.
+    // The greeting lists no capabilities, so each connection sends
+    // CAPABILITY. The reply offers sign-in without TLS and no STARTTLS.
     let capability = || {
         step(
             "CAPABILITY",

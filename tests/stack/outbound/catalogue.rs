@@ -33,13 +33,14 @@ fn case(name: &str, reason: &'static str, payload: impl Into<Vec<u8>>) -> Case {
     }
 }
 
-/// A JSON request with an `id` that makes its payload unique.
+/// Returns the case of `request`, given an `id` that makes its payload
+/// unique.
 fn json_case(name: &str, reason: &'static str, mut request: serde_json::Value) -> Case {
     request["id"] = json!(unique(name));
     case(name, reason, request.to_string())
 }
 
-/// The cases that are not header injection, each with one fault.
+/// Returns the cases that are not header injection, each with one fault.
 fn cases(to: &str) -> Vec<Case> {
     let unique_text = |text: &str| format!("{text} {}", unique("payload"));
     let over_cap = "A".repeat((ATTACHMENT_CAP + 1).div_ceil(3) * 4);
