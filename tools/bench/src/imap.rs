@@ -29,6 +29,8 @@ pub struct Session {
     stream: BufReader<TlsStream<TcpStream>>,
     next_tag: u32,
     literal: Vec<u8>,
+    /// Appends the literals to the response text instead of dropping them.
+    pub keep_literals: bool,
 }
 
 impl Session {
@@ -50,6 +52,7 @@ impl Session {
             stream: BufReader::with_capacity(256 * 1024, tls),
             next_tag: 1,
             literal: Vec::new(),
+            keep_literals: false,
         };
         let greeting = session.read_response().await?;
         if !greeting.text.starts_with("* OK") {
@@ -189,6 +192,11 @@ impl Session {
                 .await
                 .map_err(|err| format!("failed to read a literal of {size} bytes: {err}"))?;
             response.literal_bytes += size;
+            if self.keep_literals {
+                response
+                    .text
+                    .push_str(&String::from_utf8_lossy(&self.literal));
+            }
         }
     }
 }
@@ -266,7 +274,7 @@ fn literal_size(line: &str) -> Option<usize> {
     line[open + 1..].trim_end_matches('+').parse().ok()
 }
 
-fn quote(mailbox: &str) -> String {
+pub fn quote(mailbox: &str) -> String {
     format!("\"{}\"", mailbox.replace('\\', "\\\\").replace('"', "\\\""))
 }
 

@@ -5,6 +5,7 @@
 //! short measurement fails the benchmark run.
 
 mod broker;
+mod chaos;
 mod imap;
 mod mail;
 mod process;
@@ -25,7 +26,7 @@ use broker::Progress;
 use process::Measured;
 
 #[derive(Parser)]
-#[command(about = "Measurements of scripts/bench; each prints one JSON object")]
+#[command(about = "Measurements of scripts/bench and scripts/chaos; each prints one JSON object")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,6 +54,14 @@ enum Command {
     FreePort,
     /// Write BENCHMARKS.md from the results of a run directory.
     Report(report::ReportArgs),
+    /// Record a target's documents until SIGTERM and print lost and duplicated items.
+    Collect(chaos::CollectArgs),
+    /// Append mails slowly, connecting again after every failure.
+    Trickle(chaos::TrickleArgs),
+    /// Produce outbound send requests addressed to one mailbox.
+    Send(chaos::SendArgs),
+    /// Count the send requests that reached a mailbox or the dead-letter target.
+    Delivered(chaos::DeliveredArgs),
 }
 
 /// IMAP server and user. The access token comes from the environment, so
@@ -215,6 +224,10 @@ async fn main() {
         Command::Tokens(args) => tokens::measure(args).await,
         Command::FreePort => free_port(),
         Command::Report(args) => report::write(&args).map(|()| json!({"written": args.output})),
+        Command::Collect(args) => chaos::collect(args).await,
+        Command::Trickle(args) => chaos::trickle(args).await,
+        Command::Send(args) => chaos::send(args).await,
+        Command::Delivered(args) => chaos::delivered(args).await,
     };
     match result {
         Ok(value) => {
