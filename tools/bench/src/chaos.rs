@@ -1,7 +1,7 @@
-//! Helpers of `scripts/chaos`: a collector that records every document a
-//! broker target receives while faults are injected, a seeder that keeps
-//! appending mail through server outages, a producer of send requests, and
-//! a count of the requests that reached a mailbox.
+//! Helpers of `scripts/chaos`. A collector records every document that a
+//! broker target receives while faults are injected. A seeder keeps
+//! appending mail through server outages. A producer sends send requests,
+//! and a count reports the requests that reached a mailbox.
 //!
 //! Mails and requests of one run are numbered from 0. A mail's Message-ID
 //! is `<INDEX.RUN@bench.DOMAIN>` (see [`crate::mail::message`]) and a send
@@ -39,7 +39,7 @@ pub struct CollectArgs {
     /// `id` for send requests.
     #[arg(long, default_value = "message_id")]
     field: String,
-    /// Run name of the items; records of other runs are counted apart.
+    /// Run name of the items. Records of other runs are counted apart.
     #[arg(long)]
     run: String,
     /// Number of items sent, numbered from 0.
@@ -85,8 +85,8 @@ pub struct SendArgs {
     /// Recipient address of every request.
     #[arg(long)]
     to: String,
-    /// Milliseconds between two requests; 0 sends them as fast as the
-    /// broker confirms.
+    /// Milliseconds between two requests. With 0, each request follows the
+    /// broker's confirmation of the previous one.
     #[arg(long, default_value_t = 0)]
     interval_ms: u64,
     #[arg(long)]
@@ -417,9 +417,9 @@ pub async fn trickle(args: TrickleArgs) -> Result<serde_json::Value, String> {
         let Some(open) = session.as_mut() else {
             continue;
         };
-        // NOTE: an APPEND cut off by an outage may have been stored all the
-        // same; it is sent again, so the mailbox can hold a mail twice and
-        // the collector then reports a duplicate with another document id.
+        // NOTE: an APPEND cut off by an outage may have been stored anyway.
+        // It is sent again, so the mailbox can then contain the mail twice,
+        // and the collector reports a duplicate with another document id.
         match open.append(&args.mailbox, &messages).await {
             Ok(()) => appended = end,
             Err(err) => {
@@ -541,12 +541,17 @@ pub async fn delivered(args: DeliveredArgs) -> Result<serde_json::Value, String>
         None => BTreeSet::new(),
     };
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    // One session for every poll, because the access token may expire
+    // long before the timeout does.
+    let mut session = imap::Session::open(&args.imap, &args.imap.token).await?;
+    session.keep_literals = true;
     loop {
-        let copies = delivered_copies(&args).await?;
+        let copies = delivered_copies(&mut session, &args).await?;
         let missing: Vec<usize> = (0..args.expect)
             .filter(|index| !copies.contains_key(index) && !dead_lettered.contains(index))
             .collect();
         if missing.is_empty() || Instant::now() > deadline {
+            session.logout().await;
             let mails: usize = copies.values().sum();
             return Ok(json!({
                 "expected": args.expect,
@@ -563,9 +568,10 @@ pub async fn delivered(args: DeliveredArgs) -> Result<serde_json::Value, String>
 }
 
 /// Returns, per request index of the run, how many mails carry it.
-async fn delivered_copies(args: &DeliveredArgs) -> Result<HashMap<usize, usize>, String> {
-    let mut session = imap::Session::open(&args.imap, &args.imap.token).await?;
-    session.keep_literals = true;
+async fn delivered_copies(
+    session: &mut imap::Session,
+    args: &DeliveredArgs,
+) -> Result<HashMap<usize, usize>, String> {
     session
         .command(&format!("EXAMINE {}", imap::quote(&args.mailbox)))
         .await?;
@@ -575,9 +581,8 @@ async fn delivered_copies(args: &DeliveredArgs) -> Result<HashMap<usize, usize>,
             REQUEST_HEADER.to_uppercase()
         ))
         .await
-        // An empty mailbox answers FETCH 1:* with BAD or NO.
+        // Dovecot rejects FETCH 1:* on an empty mailbox with BAD.
         .unwrap_or_default();
-    session.logout().await;
     let prefix = format!("{}:", REQUEST_HEADER.to_lowercase());
     let mut copies = HashMap::new();
     for response in responses {
