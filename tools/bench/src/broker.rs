@@ -308,3 +308,68 @@ pub async fn remove_target(broker: &BrokerArgs) -> Result<(), String> {
     let _ = connection.close(200, "done").await;
     Ok(())
 }
+
+/// Creates a Kafka consumer assigned to every partition of `topic` from
+/// its beginning, without a consumer group join (3 s on the mock broker).
+pub fn assigned_consumer(address: &str, topic: &str) -> Result<StreamConsumer, String> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .set(
+            "group.id",
+            format!("mailbridge-bench-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        // The default of 500 ms would add up to half a second to every
+        // arrival time.
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .map_err(|err| format!("failed to create the Kafka consumer: {err}"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|err| format!("failed to read the metadata of topic {topic}: {err}"))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|entry| entry.name() == topic)
+        .map_or(0, |entry| entry.partitions().len());
+    if partitions == 0 {
+        return Err(format!("topic {topic} does not exist: create it first"));
+    }
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition as i32, Offset::Beginning)
+            .map_err(|err| format!("failed to assign {topic}/{partition}: {err}"))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|err| format!("failed to assign topic {topic}: {err}"))?;
+    Ok(consumer)
+}
+
+/// Opens a channel to the AMQP broker and declares each queue durable with
+/// no arguments, as mailbridge declares a missing queue.
+pub async fn declare_queues(
+    address: &str,
+    queues: &[&str],
+) -> Result<(Connection, lapin::Channel), String> {
+    let connection = Connection::connect(address, ConnectionProperties::default())
+        .await
+        .map_err(|err| format!("failed to connect to the AMQP broker: {err}"))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|err| format!("failed to open an AMQP channel: {err}"))?;
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    for queue in queues {
+        channel
+            .queue_declare(queue, options, FieldTable::default())
+            .await
+            .map_err(|err| format!("failed to declare queue {queue}: {err}"))?;
+    }
+    Ok((connection, channel))
+}

@@ -127,7 +127,7 @@ impl Session {
         let _ = self.command("LOGOUT").await;
     }
 
-    async fn send(&mut self, command: &[u8]) -> Result<String, String> {
+    pub async fn send(&mut self, command: &[u8]) -> Result<String, String> {
         let tag = format!("b{}", self.next_tag);
         self.next_tag += 1;
         let mut line = Vec::with_capacity(command.len() + tag.len() + 3);
@@ -166,7 +166,7 @@ impl Session {
     /// Reads one response, following every `{N}` literal to the end of the
     /// response. Literal bytes are read into memory, as a real client does,
     /// and then dropped.
-    async fn read_response(&mut self) -> Result<Response, String> {
+    pub async fn read_response(&mut self) -> Result<Response, String> {
         let mut response = Response {
             text: String::new(),
             literal_bytes: 0,
@@ -238,7 +238,7 @@ pub async fn fetch_all(
     Ok((mails, bytes, seconds))
 }
 
-fn tls_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn tls_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     let certificates = CertificateDer::pem_file_iter(ca_file)
         .map_err(|err| format!("failed to read CA file {}: {err}", ca_file.display()))?;

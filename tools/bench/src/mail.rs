@@ -83,6 +83,14 @@ pub fn document(id: &str, size: usize) -> Vec<u8> {
     document.into_bytes()
 }
 
+/// Builds a plain-text body of at least `bytes` bytes: CRLF-ended lines of
+/// at most 80 ASCII characters, which mailbridge sends as 7bit.
+pub fn body_text(index: usize, bytes: usize) -> String {
+    let mut text = String::with_capacity(bytes + 80);
+    append_text(&mut text, index, bytes);
+    text
+}
+
 /// Appends lines of words until `mail` is at least `target` bytes long.
 fn append_text(mail: &mut String, index: usize, target: usize) {
     let mut word = index;

@@ -7,10 +7,16 @@
 mod broker;
 mod chaos;
 mod imap;
+mod latency;
 mod mail;
+mod metrics;
+mod outbound;
 mod process;
 mod report;
 mod tokens;
+mod report_latency;
+mod report_outbound;
+mod smtp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +56,14 @@ enum Command {
     Idle(IdleArgs),
     /// Run a command, end its IMAP sessions over and over, and count its token requests.
     Tokens(tokens::TokensArgs),
+    /// Time new mail from APPEND to its document, beside an IDLE client.
+    Latency(latency::LatencyArgs),
+    /// Time send requests through a command until their status events.
+    Outbound(outbound::OutboundArgs),
+    /// Send N mails with the minimal SMTP client over one or more connections.
+    SmtpLimit(outbound::SmtpLimitArgs),
+    /// Wait until a mailbox contains N mails.
+    MailboxCount(outbound::DeliveredArgs),
     /// Print a free TCP port on 127.0.0.1.
     FreePort,
     /// Write BENCHMARKS.md from the results of a run directory.
@@ -222,6 +236,10 @@ async fn main() {
         Command::Produce(args) => produce(args).await,
         Command::Idle(args) => idle(args).await,
         Command::Tokens(args) => tokens::measure(args).await,
+        Command::Latency(args) => latency::measure(args).await,
+        Command::Outbound(args) => outbound::measure(args).await,
+        Command::SmtpLimit(args) => outbound::limit(args).await,
+        Command::MailboxCount(args) => outbound::delivered(args).await,
         Command::FreePort => free_port(),
         Command::Report(args) => report::write(&args).map(|()| json!({"written": args.output})),
         Command::Collect(args) => chaos::collect(args).await,

@@ -52,12 +52,16 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
             backfill_section(&mut page, &args.dir, set, title)?;
         }
     }
+    crate::report_latency::section(&mut page, &args.dir)?;
+    crate::report_outbound::section(&mut page, &args.dir)?;
     resources_section(&mut page, &args.dir)?;
     if args.dir.join("tokens.json").exists() {
         tokens_section(&mut page, &args.dir)?;
     }
     page.push_str(NOT_MEASURED);
     page.push_str(METHOD);
+    page.push_str(crate::report_latency::METHOD);
+    page.push_str(crate::report_outbound::METHOD);
     std::fs::write(&args.output, page)
         .map_err(|err| format!("failed to write {}: {err}", args.output.display()))
 }
@@ -317,10 +321,6 @@ fn broker_settings(broker: &str) -> &'static str {
 const NOT_MEASURED: &str = "## Not yet measured
 
 - A peer: fetchmail pulling the same mailbox and handing each mail to `kcat`.
-- New-mail latency with IDLE (p50 and p99 from APPEND to the document in
-  Kafka), against a minimal IDLE client's notification latency.
-- Outbound throughput to postfix, against a minimal SMTP client with
-  XOAUTH2 over one and over N connections.
 - A profile of the hottest path, with before and after figures.
 - Peak memory as a function of the configured caps (`batch_size`,
   `max_message_bytes`) rather than of mailbox size: the figures above are
@@ -359,14 +359,14 @@ const METHOD: &str = "## Method
   stime of `/proc/PID/stat` at that moment.
 ";
 
-fn read(dir: &Path, name: &str) -> Result<Value, String> {
+pub fn read(dir: &Path, name: &str) -> Result<Value, String> {
     let file = dir.join(format!("{name}.json"));
     let text = std::fs::read_to_string(&file)
         .map_err(|err| format!("failed to read {}: {err}", file.display()))?;
     serde_json::from_str(&text).map_err(|err| format!("invalid JSON in {}: {err}", file.display()))
 }
 
-fn number(value: &Value, key: &str) -> Result<f64, String> {
+pub fn number(value: &Value, key: &str) -> Result<f64, String> {
     value[key]
         .as_f64()
         .ok_or_else(|| format!("missing number {key:?} in a result file"))
@@ -377,7 +377,7 @@ fn text<'a>(value: &'a Value, key: &str) -> &'a str {
 }
 
 /// Formats a count with commas between thousands, as in 10,000.
-fn thousands(count: f64) -> String {
+pub fn thousands(count: f64) -> String {
     let digits = format!("{count:.0}");
     let mut grouped = String::new();
     for (index, digit) in digits.chars().enumerate() {

@@ -1,0 +1,78 @@
+# Outbound throughput to postfix, sourced by scripts/bench, whose variables
+# and functions it uses.
+
+# Sends as many concurrent mails as mailbridge's default `max_in_flight`.
+outbound_concurrency=4
+
+# Waits until the INBOX of user $1 contains $2 mails, stores the count as
+# outbound-$3-delivered.json and empties the mailbox.
+count_delivered() {
+  local user=$1 count=$2 name=$3
+  BENCH_ACCESS_TOKEN=$(access_token "$user")
+  export BENCH_ACCESS_TOKEN
+  "$bench" mailbox-count "${imap_args[@]}" --user "$user" --expect "$count" \
+    --timeout "$timeout" | tee "$dir/outbound-$name-delivered.json"
+  "$bench" empty "${imap_args[@]}" --user "$user" >/dev/null
+}
+
+# Sends $1 mails with the minimal SMTP client over one and over
+# $outbound_concurrency connections, then $1 send requests through
+# mailbridge's outbound pipelines on Kafka and on RabbitMQ.
+measure_outbound() {
+  local count=$1
+  local sender=bench-$run-sender@$STACK_MAIL_DOMAIN state=$dir/outbound-state
+  local smtp_args=(--smtp-port "$STACK_SMTP_PORT" --ca-file "$STACK_CA_FILE" --from "$sender")
+  mkdir -p "$state"
+
+  local name connections recipient
+  for name in limit-1 limit-n; do
+    connections=1
+    [[ $name == limit-n ]] && connections=$outbound_concurrency
+    recipient=bench-$run-$name@$STACK_MAIL_DOMAIN
+    step "outbound: SMTP limit, $count mails over $connections connection(s)"
+    BENCH_ACCESS_TOKEN=$(access_token "$sender")
+    export BENCH_ACCESS_TOKEN
+    "$bench" smtp-limit "${smtp_args[@]}" --to "$recipient" --count "$count" \
+      --connections "$connections" --run "$run-$name" --timeout "$timeout" |
+      tee "$dir/outbound-$name.json"
+    count_delivered "$recipient" "$count" "$name"
+  done
+
+  local smtp_table port
+  smtp_table=$(printf '[accounts.bench.smtp]\nhost = "%s"\nport = %s\ntls = "starttls"\nca_file = "%s"\n' \
+    "$STACK_SMTP_HOST" "$STACK_SMTP_PORT" "$STACK_CA_FILE")
+  port=$("$bench" free-port)
+  config "$dir/outbound-authorize.toml" "$sender" "$state" "$port" "$smtp_table"
+  authorize "$dir/outbound-authorize.toml" "$dir/outbound-authorize.log"
+
+  local broker broker_name address requests source
+  for broker in kafka amqp; do
+    requests=bench.$run.outbound.$broker
+    recipient=bench-$run-$broker@$STACK_MAIL_DOMAIN
+    if [[ $broker == kafka ]]; then
+      broker_name=kafka
+      address=$STACK_KAFKA_BOOTSTRAP
+      create_topic "$requests"
+      create_topic "$requests.status"
+      create_topic "$requests.dead"
+      source=$(printf 'topic = "%s"\ngroup_id = "%s"\n' "$requests" "$requests")
+    else
+      broker_name=rabbitmq
+      address=$STACK_AMQP_URL
+      source=$(printf 'queue = "%s"\n' "$requests")
+    fi
+    port=$("$bench" free-port)
+    config "$dir/outbound-$broker.toml" "$sender" "$state" "$port" \
+      "$(printf '%s\n\n[outbound.%s]\naccount = "bench"\nbroker = "%s"\n%s\ndead_letter = "%s"\nstatus = "%s"\nmax_in_flight = %s\n' \
+        "$smtp_table" "$broker" "$broker_name" "$source" "$requests.dead" "$requests.status" \
+        "$outbound_concurrency")"
+
+    step "outbound: $count send requests through mailbridge run from $broker"
+    "$bench" outbound --broker "$broker" --address "$address" --requests "$requests" \
+      --status "$requests.status" --dead-letter "$requests.dead" --count "$count" \
+      --to "$recipient" --run "$run-$broker" --ready "127.0.0.1:$port" \
+      --timeout "$timeout" --log "$dir/outbound-$broker.log" -- \
+      "$mailbridge" --config "$dir/outbound-$broker.toml" run | tee "$dir/outbound-$broker.json"
+    count_delivered "$recipient" "$count" "$broker"
+  done
+}

@@ -1,0 +1,130 @@
+//! The outbound throughput section of BENCHMARKS.md, from
+//! `outbound-limit-1.json`, `outbound-limit-n.json`, `outbound-kafka.json`,
+//! `outbound-amqp.json` and the `outbound-*-delivered.json` counts.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::report::{number, read, thousands};
+
+/// Ratio of mailbridge's rate to the SMTP limit at the same concurrency
+/// that outbound aims at.
+const TARGET_RATIO: f64 = 0.8;
+
+const PIPELINES: [(&str, &str); 2] = [("kafka", "Kafka"), ("amqp", "RabbitMQ")];
+
+/// Writes the section when the run measured outbound throughput.
+pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
+    if !dir.join("outbound-limit-n.json").exists() {
+        return Ok(());
+    }
+    let single = read(dir, "outbound-limit-1")?;
+    let parallel = read(dir, "outbound-limit-n")?;
+    let connections = number(&parallel, "connections")?;
+    let first = read(dir, &format!("outbound-{}", PIPELINES[0].0))?;
+
+    let _ = writeln!(page, "## Outbound throughput to postfix\n");
+    let _ = writeln!(
+        page,
+        "{} send requests of {:.0} bytes of JSON each (a text of {:.0} bytes \
+         to one recipient), through outbound pipelines with `max_in_flight = \
+         {connections:.0}`, to the stack's postfix on 127.0.0.1 (submission \
+         with STARTTLS, AUTH XOAUTH2). The limits send as many messages of \
+         {:.0} bytes, with the same text, over one and over {connections:.0} \
+         connections.\n",
+        thousands(number(&first, "requests")?),
+        number(&first, "request_bytes")?,
+        number(&first, "text_bytes")?,
+        number(&parallel, "message_bytes")?,
+    );
+    let _ = writeln!(
+        page,
+        "| Measurement | Mails | Seconds | Mails/s | Ratio to the limit at {connections:.0} connections |\n\
+         | --- | ---: | ---: | ---: | ---: |"
+    );
+    for limit in [&single, &parallel] {
+        let mails = number(limit, "mails")?;
+        let seconds = number(limit, "seconds")?;
+        let _ = writeln!(
+            page,
+            "| SMTP limit: minimal client, {:.0} connection{} | {} | {seconds:.2} | {:.0} | |",
+            number(limit, "connections")?,
+            if number(limit, "connections")? == 1.0 {
+                ""
+            } else {
+                "s"
+            },
+            thousands(mails),
+            mails / seconds,
+        );
+    }
+    let limit_rate = number(&parallel, "mails")? / number(&parallel, "seconds")?;
+    // Mean time of one mail on one connection of the limit, comparable to
+    // mailbridge's mean send attempt.
+    let limit_mail_ms =
+        number(&parallel, "seconds")? * connections * 1000.0 / number(&parallel, "mails")?.max(1.0);
+
+    let mut verdicts = Vec::new();
+    for (pipeline, name) in PIPELINES {
+        let run = read(dir, &format!("outbound-{pipeline}"))?;
+        let mails = number(&run, "requests")?;
+        let seconds = number(&run, "seconds")?;
+        let rate = mails / seconds;
+        let ratio = rate / limit_rate;
+        let _ = writeln!(
+            page,
+            "| **mailbridge run from {name}** | {} | {seconds:.2} | {rate:.0} | **{ratio:.2}** |",
+            thousands(mails),
+        );
+        let verdict = if ratio >= TARGET_RATIO {
+            "meets"
+        } else {
+            "misses"
+        };
+        let sends = number(&run, "sends")?;
+        let send_ms = number(&run, "send_mean_ms")?;
+        let busy = sends * send_ms / 1000.0 / (seconds * connections) * 100.0;
+        verdicts.push(format!(
+            "- {name}: {ratio:.2} of the limit at {connections:.0} connections \
+             ({limit_rate:.0} mails/s), so this {verdict} the target of \
+             {TARGET_RATIO}. One send attempt of mailbridge \
+             (`mailbridge_smtp_send_duration_seconds`, {sends:.0} attempts) took \
+             {send_ms:.1} ms on average, against {limit_mail_ms:.1} ms per mail on \
+             one connection of the limit, so its {connections:.0} sends in flight \
+             were busy {busy:.0}% of the time. mailbridge used {:.2} CPU seconds \
+             in these {seconds:.2} s, and producing the requests took {:.2} s.",
+            number(&run, "cpu_seconds")?,
+            number(&run, "produced_seconds")?,
+        ));
+    }
+    let _ = writeln!(page, "\n{}", verdicts.join("\n"));
+
+    let mut counts = Vec::new();
+    for step in ["limit-1", "limit-n", "kafka", "amqp"] {
+        let delivered = read(dir, &format!("outbound-{step}-delivered"))?;
+        counts.push(thousands(number(&delivered, "messages")?));
+    }
+    let _ = writeln!(
+        page,
+        "- Postfix delivered every mail: the recipient mailboxes of the four \
+         steps, in the order of the table, contain {} mails.\n",
+        counts.join(", ")
+    );
+    Ok(())
+}
+
+pub const METHOD: &str = "- Outbound throughput: each step sends to a new recipient of the
+  stack's domain, whom postfix delivers to over LMTP. mailbridge's
+  pipeline reads the requests from a new topic or queue. Once `/readyz`
+  answers 200, which for Kafka means the consumer group has assigned the
+  partitions, every request is produced at once, and the time runs from
+  the first request to the moment a consumer in `mailbridge-bench`
+  receives the `sent` status event of the last one. A `failed` event
+  fails the run. The limits use a minimal SMTP client in
+  `mailbridge-bench`: STARTTLS, AUTH XOAUTH2 with an initial response,
+  then MAIL FROM, RCPT TO and DATA for one message after another,
+  without pipelining. Each connection takes the next message until all
+  are accepted, timed from the first connect to the last 250 reply after
+  the data. The connection count N is the pipelines' `max_in_flight`.
+  Each step then waits until the recipient's INBOX contains every mail.
+";
