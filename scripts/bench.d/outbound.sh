@@ -1,7 +1,8 @@
 # Outbound throughput to postfix, sourced by scripts/bench, whose variables
 # and functions it uses.
 
-# Sends as many concurrent mails as mailbridge's default `max_in_flight`.
+# Connections of the SMTP limit and `max_in_flight` of the pipelines:
+# mailbridge's default.
 outbound_concurrency=4
 
 # Waits until the INBOX of user $1 contains $2 mails, stores the count as

@@ -1,6 +1,6 @@
 //! New-mail latency: mails appended one at a time at random intervals into
 //! a mailbox that `mailbridge run` watches over IDLE, timed from the tagged
-//! OK of each APPEND to the moment a Kafka consumer sees the mail's
+//! OK of each APPEND to the moment a Kafka consumer receives the mail's
 //! document. A minimal IDLE client on the same mailbox records when the
 //! server's untagged EXISTS arrives, which is the server's own
 //! notification latency.
@@ -37,10 +37,10 @@ pub struct LatencyArgs {
     /// Number of mails appended.
     #[arg(long)]
     count: usize,
-    /// Shortest wait before an APPEND, in milliseconds.
+    /// Minimum wait before an APPEND, in milliseconds.
     #[arg(long, default_value_t = 50)]
     min_interval_ms: u64,
-    /// Longest wait before an APPEND, in milliseconds.
+    /// Maximum wait before an APPEND, in milliseconds.
     #[arg(long, default_value_t = 500)]
     max_interval_ms: u64,
     /// Seed of the generator of the waits, so that runs repeat them.
@@ -293,7 +293,7 @@ fn milliseconds_between(start: Instant, end: Instant) -> f64 {
     }
 }
 
-/// The p50, p99, mean and maximum of latencies in milliseconds.
+/// Summarizes latencies in milliseconds as p50, p99, mean and maximum.
 fn summary(latencies: &[f64]) -> Value {
     let mut sorted = latencies.to_vec();
     sorted.sort_by(f64::total_cmp);

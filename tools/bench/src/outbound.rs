@@ -1,7 +1,8 @@
-//! Outbound throughput: send requests through `mailbridge run` until its
-//! status events report every mail as accepted by the SMTP server, the
-//! same number of mails through the minimal SMTP client over one and over
-//! N connections, and the count of mails delivered to the recipient.
+//! Outbound throughput. Send requests go through `mailbridge run` until
+//! its status events report every mail as accepted by the SMTP server.
+//! The limits send the same number of mails with the minimal SMTP client
+//! over one and over N connections. Each step ends by counting the mails
+//! delivered to its recipient.
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -83,16 +83,23 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
         };
         let sends = number(&run, "sends")?;
         let send_ms = number(&run, "send_mean_ms")?;
-        let busy = sends * send_ms / 1000.0 / (seconds * connections) * 100.0;
+        // Seconds × places / requests is the mean time a request held a
+        // place, assuming the places were never idle for want of requests.
+        let slot_ms = seconds * connections * 1000.0 / mails.max(1.0);
+        let other_ms = slot_ms - send_ms * sends / mails.max(1.0);
         verdicts.push(format!(
             "- {name}: {ratio:.2} of the limit at {connections:.0} connections \
              ({limit_rate:.0} mails/s), so this {verdict} the target of \
-             {TARGET_RATIO}. One send attempt of mailbridge \
-             (`mailbridge_smtp_send_duration_seconds`, {sends:.0} attempts) took \
-             {send_ms:.1} ms on average, against {limit_mail_ms:.1} ms per mail on \
-             one connection of the limit, so its {connections:.0} sends in flight \
-             were busy {busy:.0}% of the time. mailbridge used {:.2} CPU seconds \
-             in these {seconds:.2} s, and producing the requests took {:.2} s.",
+             {TARGET_RATIO}. A request held one of the {connections:.0} places \
+             in flight for {slot_ms:.1} ms on average, against {limit_mail_ms:.1} ms \
+             per mail on one connection of the limit. Its SMTP send attempt \
+             took {send_ms:.1} ms of that (`mailbridge_smtp_send_duration_seconds`, \
+             {sends:.0} attempts). The other {other_ms:.1} ms went to receiving \
+             the request, building the message, publishing the status event \
+             and committing or acknowledging the request, all of which \
+             mailbridge finishes before the place is free again. mailbridge \
+             used {:.2} CPU seconds in these {seconds:.2} s, and producing \
+             the requests took {:.2} s.",
             number(&run, "cpu_seconds")?,
             number(&run, "produced_seconds")?,
         ));

@@ -28,7 +28,7 @@ pub struct SmtpArgs {
     /// PEM file of the CA that issued the server certificate.
     #[arg(long)]
     pub ca_file: PathBuf,
-    /// Sender, who signs in; the token's user claim must match.
+    /// Sender, who signs in. The token's user claim must match it.
     #[arg(long)]
     pub from: String,
     /// OAuth2 access token of the sender.
@@ -92,7 +92,8 @@ impl Client {
         write(&mut stream, auth.as_bytes()).await?;
         let reply = read_reply(&mut stream).await?;
         if reply.code == 334 {
-            // The error challenge must be answered before the final reply.
+            // The server sends its final reply only after the client replied
+            // to the error challenge.
             write(&mut stream, b"\r\n").await?;
             let refusal = read_reply(&mut stream).await?;
             return Err(format!(
