@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaError;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -231,10 +232,13 @@ async fn watch_documents(
     documents: mpsc::UnboundedSender<(String, Instant)>,
 ) -> Result<(), String> {
     loop {
-        let message = consumer
-            .recv()
-            .await
-            .map_err(|err| format!("failed to read a document: {err}"))?;
+        let message = match consumer.recv().await {
+            Ok(message) => message,
+            Err(err) => {
+                skip_transient(err)?;
+                continue;
+            }
+        };
         let at = Instant::now();
         let Some(payload) = message.payload() else {
             continue;
@@ -246,6 +250,19 @@ async fn watch_documents(
                 .send((message_id.to_string(), at))
                 .map_err(|_| "the document receiver was dropped".to_string())?;
         }
+    }
+}
+
+/// Logs a consumer error that librdkafka recovers from by itself, such as
+/// a broker connection that was closed and is reconnected, and returns
+/// every other error.
+pub fn skip_transient(err: KafkaError) -> Result<(), String> {
+    match err {
+        KafkaError::MessageConsumption(code) => {
+            eprintln!("mailbridge-bench: the Kafka consumer reported {code}; it reconnects");
+            Ok(())
+        }
+        err => Err(format!("failed to read from Kafka: {err}")),
     }
 }
 

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::broker::{assigned_consumer, declare_queues};
 use crate::imap::{Session, quote};
+use crate::latency::skip_transient;
 use crate::mail;
 use crate::metrics::{self, Histogram};
 use crate::process::Measured;
@@ -422,10 +423,13 @@ async fn watch_kafka_status(
     events: mpsc::UnboundedSender<(Value, Instant)>,
 ) -> Result<(), String> {
     loop {
-        let message = consumer
-            .recv()
-            .await
-            .map_err(|err| format!("failed to read a status event: {err}"))?;
+        let message = match consumer.recv().await {
+            Ok(message) => message,
+            Err(err) => {
+                skip_transient(err)?;
+                continue;
+            }
+        };
         let at = Instant::now();
         let event = parse_event(message.payload().unwrap_or_default())?;
         events
