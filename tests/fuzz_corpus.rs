@@ -102,7 +102,7 @@ fn outbound_corpus_takes_both_paths() {
 }
 
 #[test]
-fn field_cases_are_in_the_corpus() {
+fn injection_cases_are_rejected() {
     // CR/LF injection through each single-line field must be rejected.
     for index in 1..=5 {
         let path = format!("fuzz/corpus/outbound_request/case-c26-{index}.json");
