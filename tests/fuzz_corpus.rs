@@ -76,6 +76,21 @@ fn header_only_documents_keep_headers() {
 }
 
 #[test]
+fn parser_panic_keeps_headers() {
+    // A multipart body whose boundary line runs into a header makes
+    // mail-parser 0.11.9 panic while the header section parses.
+    let path = "fuzz/corpus/inbound_document/panic-part-id.eml";
+    let raw = fs::read(root().join(path)).unwrap();
+
+    let doc = invariants::check_inbound(&raw, &invariants::inbound_options());
+
+    assert!(doc.has_warning(WarningCode::ParsePanic));
+    assert_eq!(doc.subject.as_deref(), Some("Fwd: Original question"));
+    assert_eq!(doc.message_id.as_deref(), Some("outer-1@example.test"));
+    assert!(!doc.truncated);
+}
+
+#[test]
 fn outbound_corpus_builds_or_rejects() {
     let paths = inputs("fuzz/corpus/outbound_request", "");
     assert!(paths.len() >= 30, "only {} outbound inputs", paths.len());
@@ -83,6 +98,23 @@ fn outbound_corpus_builds_or_rejects() {
     check_all(&paths, |payload| {
         invariants::check_outbound(payload, &invariants::outbound_limits());
     });
+}
+
+#[test]
+fn unknown_field_detail_is_one_line() {
+    let path = "fuzz/corpus/outbound_request/unknown-field-line-break.json";
+    let payload = fs::read(root().join(path)).unwrap();
+
+    let outcome = invariants::check_outbound(&payload, &invariants::outbound_limits());
+
+    let Outbound::Rejected(rejection) = outcome else {
+        panic!("{path} was built");
+    };
+    assert!(
+        rejection.detail.contains("texe\\n\\nend"),
+        "{}",
+        rejection.detail
+    );
 }
 
 #[test]

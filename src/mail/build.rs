@@ -62,7 +62,8 @@ impl Default for DocumentOptions {
 
 /// Builds the document of `mail`. It never fails and never panics: a
 /// message that parses badly yields what could be read plus `warnings`,
-/// and a panic inside the MIME parser yields the IMAP metadata with a
+/// and a panic inside the MIME parser yields the header fields, or the
+/// IMAP metadata alone when the header section also panics, with a
 /// `parse_panic` warning. Catching the panic needs the default
 /// `panic = "unwind"` profile setting.
 pub fn build(mail: &FetchedMail<'_>, options: &DocumentOptions) -> InboundMail {
@@ -76,7 +77,7 @@ pub fn build(mail: &FetchedMail<'_>, options: &DocumentOptions) -> InboundMail {
 fn build_with(
     mail: &FetchedMail<'_>,
     options: &DocumentOptions,
-    read: impl FnOnce(&mut InboundMail, bool),
+    read: impl Fn(&mut InboundMail, bool),
 ) -> InboundMail {
     let message_bytes = message_bytes(mail);
     let truncated = message_bytes > options.max_message_bytes;
@@ -93,12 +94,28 @@ fn build_with(
 
     // The closure works on a copy, so a panic cannot leave half-filled
     // fields behind.
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut doc = base.clone();
-        read(&mut doc, truncated);
-        doc
-    }));
-    let mut doc = outcome.unwrap_or_else(|payload| panicked(base, payload.as_ref()));
+    let attempt = |headers_only: bool| {
+        panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut doc = base.clone();
+            read(&mut doc, headers_only);
+            doc
+        }))
+    };
+    let mut doc = match attempt(truncated) {
+        Ok(doc) => doc,
+        // mail-parser 0.11.9 panics on some broken MIME structures that
+        // its header-only parser reads fine, so the header fields are
+        // kept when the second attempt succeeds.
+        Err(payload) if !truncated => match attempt(true) {
+            Ok(headers) => panicked(
+                headers,
+                payload.as_ref(),
+                "only the header section was read",
+            ),
+            Err(_) => panicked(base, payload.as_ref(), "only IMAP metadata was kept"),
+        },
+        Err(payload) => panicked(base, payload.as_ref(), "only IMAP metadata was kept"),
+    };
 
     let raw_fits = options.raw_bytes > 0 && mail.raw.len() as u64 <= options.raw_bytes;
     if raw_fits && !truncated {
@@ -150,13 +167,13 @@ fn metadata(mail: &FetchedMail<'_>) -> InboundMail {
     }
 }
 
-fn panicked(mut doc: InboundMail, payload: &(dyn Any + Send)) -> InboundMail {
+fn panicked(mut doc: InboundMail, payload: &(dyn Any + Send), kept: &str) -> InboundMail {
     let reason = payload
         .downcast_ref::<&str>()
         .map(|text| text.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".to_owned());
-    let detail = format!("the MIME parser panicked ({reason}); only IMAP metadata was kept");
+    let detail = format!("the MIME parser panicked ({reason}); {kept}");
     doc.warn(WarningCode::ParsePanic, detail);
 
     doc

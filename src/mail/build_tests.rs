@@ -63,6 +63,24 @@ fn panic_keeps_metadata() {
 }
 
 #[test]
+fn panic_falls_back_to_headers() {
+    let doc = build_with(
+        &fetched(PLAIN),
+        &DocumentOptions::default(),
+        |doc, headers_only| {
+            doc.subject = Some(format!("headers only: {headers_only}"));
+            assert!(headers_only, "MIME structure bug");
+        },
+    );
+
+    assert_eq!(codes(&doc), [WarningCode::ParsePanic]);
+    assert!(doc.warnings[0].message.contains("MIME structure bug"));
+    assert!(doc.warnings[0].message.contains("header section"));
+    assert_eq!(doc.subject.as_deref(), Some("headers only: true"));
+    assert!(!doc.truncated);
+}
+
+#[test]
 fn metadata_comes_from_imap() {
     let doc = build(&fetched(PLAIN), &DocumentOptions::default());
 

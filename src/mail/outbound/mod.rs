@@ -128,6 +128,15 @@ fn redact_json_error(message: &str) -> String {
             Some(format!("{}, expected {expected}", prefix.trim_end()))
         })
         .unwrap_or_else(|| message.to_owned());
+    // An unknown field's name is quoted as sent, and a line break in it
+    // would split the log line or dead-letter header that carries it.
+    let redacted: String = redacted
+        .chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_debug().to_string(),
+            false => c.to_string(),
+        })
+        .collect();
 
     let mut end = redacted.len().min(MAX_JSON_ERROR);
     while !redacted.is_char_boundary(end) {
