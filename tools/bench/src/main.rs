@@ -13,10 +13,10 @@ mod metrics;
 mod outbound;
 mod process;
 mod report;
-mod tokens;
 mod report_latency;
 mod report_outbound;
 mod smtp;
+mod tokens;
 
 use std::path::PathBuf;
 use std::sync::Arc;

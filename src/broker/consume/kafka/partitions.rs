@@ -63,6 +63,8 @@ struct State {
 struct Assigned {
     epoch: u64,
     offsets: PartitionOffsets,
+    /// Set while a finish commits this partition with the lock released.
+    committing: bool,
 }
 
 impl Partitions {
@@ -112,34 +114,65 @@ impl Partitions {
 
     /// Marks the record of `receipt` finished and commits the partition's
     /// new position, if it moved, waiting for the broker's reply; this
-    /// blocks, so callers run it off the async threads. A failed commit is
+    /// blocks, so callers run it off the async threads. When another finish
+    /// of the partition is committing, this one returns at once and that
+    /// finish commits this offset after its own. A failed commit is
     /// returned, and the next commit or the one at revocation covers the
     /// offset again.
     pub(super) fn finish(&self, receipt: &Receipt, position: &str) -> Result<(), ConsumeError> {
         let mut state = self.lock();
         let closing = state.closing;
-        let Some(assigned) = state.current_mut(receipt) else {
+        let Some(mut assigned) = state.current_mut(receipt) else {
             return self.not_assigned(closing, position);
         };
         assigned.offsets.finish(receipt.offset);
-        let Some(next) = assigned.offsets.uncommitted().filter(|_| !closing) else {
+        if closing || assigned.committing {
+            // The finish that commits this partition looks for finished
+            // offsets again before it stops, so it commits this one too.
             return Ok(());
-        };
+        }
 
-        // The lock stays held during the commit, so that commits of one
-        // partition leave in the order of their positions.
-        let Some(queued) = self.commit(receipt, next) else {
-            return self.not_assigned(true, position);
-        };
-        queued.map_err(|err| ConsumeError::Commit {
-            broker: self.broker.clone(),
-            position: position.to_owned(),
-            reason: err.to_string(),
-            transient: true,
-        })?;
+        // One finish at a time commits a partition, with the lock released,
+        // so that the consumer thread and other finishes go on meanwhile.
+        // It commits until nothing finished is left uncommitted, and each
+        // commit covers every offset finished before it.
+        loop {
+            let Some(next) = assigned.offsets.uncommitted() else {
+                assigned.committing = false;
+                return Ok(());
+            };
+            assigned.committing = true;
+            drop(state);
 
-        assigned.offsets.mark_committed(next);
-        Ok(())
+            let queued = self.commit(receipt, next);
+            state = self.lock();
+            let closing = state.closing;
+            let Some(current) = state.current_mut(receipt) else {
+                // Revoked meanwhile; the revocation committed what finished.
+                return self.not_assigned(closing || queued.is_none(), position);
+            };
+            assigned = current;
+            match queued {
+                None => {
+                    assigned.committing = false;
+                    return self.not_assigned(true, position);
+                }
+                Some(Err(err)) => {
+                    assigned.committing = false;
+                    return Err(ConsumeError::Commit {
+                        broker: self.broker.clone(),
+                        position: position.to_owned(),
+                        reason: err.to_string(),
+                        transient: true,
+                    });
+                }
+                Some(Ok(())) => assigned.offsets.mark_committed(next),
+            }
+            if closing {
+                assigned.committing = false;
+                return Ok(());
+            }
+        }
     }
 
     /// Commits position `next` in the partition of `receipt` and waits for
@@ -266,6 +299,7 @@ impl State {
         let assigned = Assigned {
             epoch: self.last_epoch,
             offsets: PartitionOffsets::default(),
+            committing: false,
         };
         self.assigned.insert(key, assigned);
     }
