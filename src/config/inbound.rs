@@ -1,7 +1,7 @@
 //! `[inbound.NAME]`: a pipeline that publishes new mail of IMAP mailboxes
 //! to a broker, or to standard output as JSON Lines.
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -130,11 +130,18 @@ pub struct Inbound {
     /// Size in bytes past which only a mail's metadata is published, with
     /// `truncated = true`. Default: 26214400 (25 MiB).
     pub max_message_bytes: u64,
+    /// Largest sum of RFC822.SIZE, in bytes, of the mails fetched in one
+    /// batch. A single mail above it, up to `max_message_bytes`, is fetched
+    /// in a batch of its own. Default: 33554432 (32 MiB).
+    pub max_batch_bytes: NonZeroU64,
     /// Whether the queue named by `routing_key` is declared (durable) on
     /// the default AMQP exchange at start. Default: false.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub declare: bool,
 }
+
+/// Default of `max_batch_bytes`: 32 MiB.
+const DEFAULT_MAX_BATCH_BYTES: NonZeroU64 = NonZeroU64::new(32 * 1024 * 1024).unwrap();
 
 /// Default of `keyword`.
 pub const DEFAULT_KEYWORD: &str = "$MailbridgePublished";
@@ -188,6 +195,7 @@ pub(crate) fn read(mut table: Table<'_>, refs: &Refs) -> Option<Inbound> {
     let keyword = read_keyword(&mut table, after_publish);
     let on_change = table.get::<UidvalidityChange>("on_uidvalidity_change");
     let sizes = read_sizes(&mut table);
+    let max_batch_bytes = table.get::<NonZeroU64>("max_batch_bytes");
     let declare = read_declare(&mut table, &broker, target.exchange.as_deref());
     table.finish();
 
@@ -211,6 +219,7 @@ pub(crate) fn read(mut table: Table<'_>, refs: &Refs) -> Option<Inbound> {
         attachment_bytes: sizes[0].unwrap_or(0),
         raw_bytes: sizes[1].unwrap_or(0),
         max_message_bytes: sizes[2].unwrap_or(25 * 1024 * 1024),
+        max_batch_bytes: max_batch_bytes.unwrap_or(DEFAULT_MAX_BATCH_BYTES),
         declare,
     })
 }

@@ -152,6 +152,7 @@ pub const KEYS: &[Key] = &[
     key("inbound.NAME.attachment_bytes", Kind::Integer, "`0`"),
     key("inbound.NAME.raw_bytes", Kind::Integer, "`0`"),
     key("inbound.NAME.max_message_bytes", Kind::Integer, "`26214400`"),
+    key("inbound.NAME.max_batch_bytes", Kind::Integer, "`33554432`"),
     key("inbound.NAME.declare", Kind::Boolean, "`false`"),
     key("outbound.NAME.account", Kind::Text, REQUIRED),
     key("outbound.NAME.broker", Kind::Text, REQUIRED),

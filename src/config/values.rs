@@ -2,7 +2,7 @@
 //! returning the reason when a value does not fit.
 
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -140,6 +140,15 @@ impl FromValue for NonZeroUsize {
         integer(value, text)
             .and_then(|number| usize::try_from(number).ok())
             .and_then(NonZeroUsize::new)
+            .ok_or_else(|| Invalid::new("expected an integer of at least 1"))
+    }
+}
+
+impl FromValue for NonZeroU64 {
+    fn from_value(value: &Value, text: Option<&str>) -> Result<Self, Invalid> {
+        integer(value, text)
+            .and_then(|number| u64::try_from(number).ok())
+            .and_then(NonZeroU64::new)
             .ok_or_else(|| Invalid::new("expected an integer of at least 1"))
     }
 }

@@ -48,6 +48,15 @@ pub struct Fetched {
     pub header_only: bool,
 }
 
+/// The size of one mail, from `UID FETCH (UID RFC822.SIZE)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailSize {
+    /// UID in the selected mailbox.
+    pub uid: u32,
+    /// RFC822.SIZE in bytes, when the server sent it.
+    pub size: Option<u32>,
+}
+
 /// Items of one FETCH response. A server may split a mail over several.
 #[derive(Default)]
 struct Items {
@@ -147,13 +156,50 @@ impl Session {
         uids: &[u32],
         max_bytes: u64,
     ) -> Result<Vec<Fetched>, ImapError> {
-        let mailbox = self.require_selected("UID FETCH")?;
         let wanted = uid_set::normalize(uids);
         let (whole, headers) = match max_bytes >= u64::from(u32::MAX) {
-            true => (wanted.clone(), Vec::new()),
-            false => self.split_by_size(&mailbox, &wanted, max_bytes).await?,
+            true => (wanted, Vec::new()),
+            false => split_by_size(&self.sizes(&wanted).await?, max_bytes),
         };
 
+        self.fetch_split(&whole, &headers).await
+    }
+
+    /// Returns the RFC822.SIZE of each of `uids`, sorted by UID. A UID that
+    /// no longer exists is missing, and one whose size the server did not
+    /// send has `None`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Session::fetch`].
+    pub async fn sizes(&mut self, uids: &[u32]) -> Result<Vec<MailSize>, ImapError> {
+        let mailbox = self.require_selected("UID FETCH")?;
+        let wanted = uid_set::normalize(uids);
+        let sizes = self.fetch_items(&mailbox, &wanted, SIZE_ITEMS).await?;
+
+        Ok(sizes
+            .into_iter()
+            .map(|(uid, items)| MailSize {
+                uid,
+                size: items.size,
+            })
+            .collect())
+    }
+
+    /// Fetches the mails `whole` with their whole body and the mails
+    /// `headers` with their header section only, sorted by UID, without a
+    /// size command first.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Session::fetch`].
+    pub async fn fetch_split(
+        &mut self,
+        whole: &[u32],
+        headers: &[u32],
+    ) -> Result<Vec<Fetched>, ImapError> {
+        let mailbox = self.require_selected("UID FETCH")?;
+        let (whole, headers) = (uid_set::normalize(whole), uid_set::normalize(headers));
         let mut fetched = self.fetch_items(&mailbox, &whole, FETCH_ITEMS).await?;
         fetched.append(&mut self.fetch_items(&mailbox, &headers, HEADER_ITEMS).await?);
         let mails: Vec<Fetched> = fetched
@@ -163,29 +209,12 @@ impl Session {
         tracing::debug!(
             server = %self.server(),
             mailbox = %mailbox,
-            requested = wanted.len(),
+            requested = whole.len() + headers.len(),
             fetched = mails.len(),
             header_only = headers.len(),
             "Fetched mails"
         );
         Ok(mails)
-    }
-
-    /// Splits sorted `uids` into those to fetch whole and those above
-    /// `max_bytes`. A mail without RFC822.SIZE is fetched whole.
-    async fn split_by_size(
-        &mut self,
-        mailbox: &str,
-        uids: &[u32],
-        max_bytes: u64,
-    ) -> Result<(Vec<u32>, Vec<u32>), ImapError> {
-        let sizes = self.fetch_items(mailbox, uids, SIZE_ITEMS).await?;
-        let too_large = |uid: &u32| {
-            let size = sizes.get(uid).and_then(|items| items.size);
-            size.is_some_and(|size| u64::from(size) > max_bytes)
-        };
-
-        Ok(uids.iter().partition(|uid| !too_large(uid)))
     }
 
     /// Sends `UID FETCH` with `items` for sorted `uids`, in commands of at
@@ -211,6 +240,19 @@ impl Session {
 
         Ok(fetched)
     }
+}
+
+/// Splits `sizes` into the UIDs to fetch whole and those above
+/// `max_bytes`. A mail without RFC822.SIZE is fetched whole.
+fn split_by_size(sizes: &[MailSize], max_bytes: u64) -> (Vec<u32>, Vec<u32>) {
+    let too_large = |mail: &MailSize| mail.size.is_some_and(|size| u64::from(size) > max_bytes);
+    let (headers, whole): (Vec<&MailSize>, Vec<&MailSize>) =
+        sizes.iter().partition(|mail| too_large(mail));
+
+    (
+        whole.iter().map(|mail| mail.uid).collect(),
+        headers.iter().map(|mail| mail.uid).collect(),
+    )
 }
 
 /// Adds a FETCH response for one of the `batch` UIDs to `fetched`.

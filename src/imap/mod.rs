@@ -35,7 +35,7 @@ mod wire;
 pub use capabilities::Capabilities;
 pub use connector::{Connector, Timeouts};
 pub use error::ImapError;
-pub use fetch::Fetched;
+pub use fetch::{Fetched, MailSize};
 pub use idle::IdleEvent;
 pub use mailbox_name::MailboxNameError;
 pub use post_process::PostProcess;

@@ -3,17 +3,16 @@
 //! post-process, remember the published keys, save the checkpoint.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, error, warn};
 
+use super::documents::{Builder, Documents};
+use super::plan::{Batch, Limits, Planner};
 use super::{MailboxWatch, WatchError};
 use crate::broker::{PublishError, Record};
 use crate::config::AfterPublish;
-use crate::imap::{Fetched, PostProcess, Session};
-use crate::mail::{
-    self, DocumentOptions, FetchedMail, INBOUND_SCHEMA, InboundMail, Warning, WarningCode,
-};
+use crate::imap::{Fetched, ImapError, PostProcess, Session};
 use crate::pipeline::backoff::Backoff;
 use crate::pipeline::checkpoint::{Checkpoint, Filter};
 
@@ -21,22 +20,14 @@ use crate::pipeline::checkpoint::{Checkpoint, Filter};
 const PUBLISH_RETRY_BASE: Duration = Duration::from_millis(500);
 const PUBLISH_RETRY_CAP: Duration = Duration::from_secs(60);
 
-/// The documents of one fetched batch.
-struct Documents {
-    records: Vec<Record>,
-    keys: Vec<String>,
-    received: Vec<SystemTime>,
-    /// Mails the parser failed on, whose document holds only metadata.
-    unparsed: Vec<u32>,
-}
-
 impl MailboxWatch {
     /// Publishes every mail above the checkpoint, batch by batch.
     ///
-    /// Each batch is one fetch cycle, timed from its own start, and the
-    /// first batch after a search includes the search. A catch-up that finds no
-    /// new mail records one empty cycle, so that a quiet mailbox still
-    /// shows a recent successful cycle after every wait.
+    /// Each batch is one fetch cycle, timed from the end of the previous
+    /// one, and the first batch after a search includes the search. A
+    /// catch-up that finds no new mail records one empty cycle, so that a
+    /// quiet mailbox still shows a recent successful cycle after every
+    /// wait.
     pub(super) async fn catch_up(
         &mut self,
         session: &mut Session,
@@ -44,7 +35,7 @@ impl MailboxWatch {
     ) -> Result<(), WatchError> {
         let mut recorded = false;
         loop {
-            let mut started = Instant::now();
+            let started = Instant::now();
             let uids = self.pending(session, position).await?;
             if uids.is_empty() {
                 if !recorded {
@@ -52,16 +43,127 @@ impl MailboxWatch {
                 }
                 return Ok(());
             }
-            let batch_size = self.shared.settings.batch_size.get();
-            for chunk in uids.chunks(batch_size) {
-                self.batch(session, position, chunk).await?;
-                self.record_cycle(started, chunk.len());
-                recorded = true;
-                started = Instant::now();
-                if self.stopping() {
-                    return Err(WatchError::Shutdown);
+            self.publish_pending(session, position, &uids, started)
+                .await?;
+            recorded = true;
+        }
+    }
+
+    /// Publishes the mails `uids` in batches. The next batch is fetched
+    /// while the broker confirms the current one, so the IMAP server and
+    /// the broker work at the same time; a batch is still post-processed
+    /// and checkpointed only after the broker confirmed it, in UID order.
+    async fn publish_pending(
+        &mut self,
+        session: &mut Session,
+        position: &mut Checkpoint,
+        uids: &[u32],
+        mut started: Instant,
+    ) -> Result<(), WatchError> {
+        let mut planner = Planner::new(uids, self.limits());
+        let Some(mut batch) = planner.next_batch(session).await? else {
+            return Ok(());
+        };
+        let mut fetched = session.fetch_split(&batch.whole, &batch.headers).await?;
+        loop {
+            self.load_known(position)?;
+            let next = planner.next_batch(session).await?;
+            let published = self.build_and_publish(fetched, position.uidvalidity);
+            let (published, prefetched) =
+                tokio::join!(published, fetch_next(session, next.as_ref()));
+            let published = published?;
+            self.known = published.known;
+            let documents = published.documents;
+            let prefetched = match prefetched {
+                Ok(prefetched) => prefetched,
+                Err(err) => {
+                    // The session is gone. A batch the broker confirmed is
+                    // still checkpointed when its post-processing needs no
+                    // session (`keep`); otherwise it is published again
+                    // after the reconnect.
+                    if published.first_attempt.is_ok() {
+                        let finished = self
+                            .finish(session, position, &batch, documents, published.started)
+                            .await;
+                        if let Err(finish_err) = finished {
+                            debug!(mailbox = %self.mailbox, error = %finish_err, "Batch not checkpointed after the failed fetch");
+                        }
+                    }
+                    return Err(err.into());
                 }
+            };
+            self.confirm(session, &documents.records, published.first_attempt)
+                .await?;
+            self.finish(session, position, &batch, documents, published.started)
+                .await?;
+
+            self.record_cycle(started, batch.uids.len());
+            started = Instant::now();
+            if self.stopping() {
+                return Err(WatchError::Shutdown);
             }
+            match (next, prefetched) {
+                (Some(next), Some(next_fetched)) => (batch, fetched) = (next, next_fetched),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Builds the documents of `fetched` on a blocking thread, which frees
+    /// the raw mail, and publishes them once. The known keys move to that
+    /// thread and back.
+    fn build_and_publish(
+        &mut self,
+        fetched: Vec<Fetched>,
+        uidvalidity: u32,
+    ) -> impl Future<Output = Result<Published, WatchError>> + 'static {
+        let builder = self.builder();
+        let known = self.known.take();
+        let publisher = self.shared.publisher.clone();
+        async move {
+            let built = tokio::task::spawn_blocking(move || {
+                let documents = builder.documents(&fetched, uidvalidity, known.as_ref());
+                debug!(
+                    mailbox = %builder.mailbox, fetched = fetched.len(),
+                    publishing = documents.records.len(), "Built the documents of a batch"
+                );
+                (documents, known)
+            });
+            let (documents, known) = match built.await {
+                Ok(built) => built,
+                Err(err) => match err.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    // The runtime is shutting down.
+                    Err(_) => return Err(WatchError::Shutdown),
+                },
+            };
+            let started = Instant::now();
+            let first_attempt = publisher.publish(&documents.records).await;
+            Ok(Published {
+                documents,
+                known,
+                first_attempt,
+                started,
+            })
+        }
+    }
+
+    fn builder(&self) -> Builder {
+        Builder {
+            pipeline: self.shared.pipeline.clone(),
+            account: self.account().to_owned(),
+            mailbox: self.mailbox.clone(),
+            options: self.options.clone(),
+            max_payload_bytes: self.shared.publisher.max_payload_bytes(),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        let settings = &self.shared.settings;
+        Limits {
+            batch_size: settings.batch_size.get(),
+            max_batch_bytes: settings.max_batch_bytes.get(),
+            max_message_bytes: self.options.max_message_bytes,
         }
     }
 
@@ -86,27 +188,17 @@ impl MailboxWatch {
         Ok(uids)
     }
 
-    /// Runs one batch: fetch, publish, post-process, checkpoint.
-    async fn batch(
+    /// Completes a batch whose documents the broker confirmed:
+    /// post-processes it, remembers the published keys and saves the
+    /// checkpoint.
+    async fn finish(
         &mut self,
         session: &mut Session,
         position: &mut Checkpoint,
-        uids: &[u32],
+        batch: &Batch,
+        documents: Documents,
+        published: Instant,
     ) -> Result<(), WatchError> {
-        // A mail past max_message_bytes is published with its header
-        // fields only, so its body is not fetched either.
-        let max_bytes = self.options.max_message_bytes;
-        let fetched = session.fetch_up_to(uids, max_bytes).await?;
-        self.load_known(position)?;
-        let documents = self.documents(&fetched, position.uidvalidity, self.known.as_ref());
-        debug!(
-            mailbox = %self.mailbox, fetched = fetched.len(),
-            publishing = documents.records.len(), "Fetched batch"
-        );
-
-        let published = Instant::now();
-        self.publish_until_confirmed(session, &documents.records)
-            .await?;
         let pipeline = &self.shared.pipeline;
         let confirmed = documents.records.len();
         if confirmed > 0 {
@@ -118,7 +210,7 @@ impl MailboxWatch {
             );
         }
 
-        let processed = self.keep_unparsed(uids, &documents.unparsed);
+        let processed = self.keep_unparsed(&batch.uids, &documents.unparsed);
         session
             .post_process(&processed, &self.post_process())
             .await?;
@@ -126,7 +218,7 @@ impl MailboxWatch {
         if let Some(known) = &mut self.known {
             known.extend(documents.keys.iter().cloned());
         }
-        position.last_uid = uids.iter().copied().max().unwrap_or(position.last_uid);
+        position.last_uid = batch.uids.last().copied().unwrap_or(position.last_uid);
         if position
             .filter
             .is_some_and(|filter| filter.through() <= position.last_uid)
@@ -147,90 +239,6 @@ impl MailboxWatch {
         }
 
         Ok(())
-    }
-
-    fn documents(
-        &self,
-        fetched: &[Fetched],
-        uidvalidity: u32,
-        known: Option<&HashSet<String>>,
-    ) -> Documents {
-        let mut documents = Documents {
-            records: Vec::with_capacity(fetched.len()),
-            keys: Vec::with_capacity(fetched.len()),
-            received: Vec::with_capacity(fetched.len()),
-            unparsed: Vec::new(),
-        };
-        for mail in fetched {
-            let document = self.document(mail, uidvalidity);
-            if document.has_warning(WarningCode::ParsePanic) {
-                documents.unparsed.push(mail.uid);
-            }
-            let key = dedupe_key(&document);
-            if known.is_some_and(|known| known.contains(&key)) {
-                debug!(mailbox = %self.mailbox, uid = mail.uid, "Skipping mail published before the UIDVALIDITY change");
-                continue;
-            }
-            if let Some(at) = mail.internal_date {
-                documents.received.push(at.into());
-            }
-            documents.records.push(Record {
-                key: document.id.clone(),
-                payload: self.payload(mail, uidvalidity, &document),
-                schema: INBOUND_SCHEMA,
-            });
-            documents.keys.push(key);
-        }
-        documents
-    }
-
-    /// Returns the document's JSON, or the JSON of its metadata alone when
-    /// the whole document is larger than one broker record may be, which
-    /// would otherwise stop the mailbox at this mail.
-    fn payload(&self, fetched: &Fetched, uidvalidity: u32, document: &InboundMail) -> Vec<u8> {
-        let payload = document.to_json();
-        let Some(limit) = self.shared.publisher.max_payload_bytes() else {
-            return payload;
-        };
-        if payload.len() <= limit {
-            return payload;
-        }
-        warn!(
-            pipeline = %self.shared.pipeline, mailbox = %self.mailbox, uid = fetched.uid,
-            document_bytes = payload.len(), limit_bytes = limit,
-            "Document larger than the broker's record limit; publishing its metadata only"
-        );
-        let options = DocumentOptions {
-            max_message_bytes: 0,
-            ..self.options.clone()
-        };
-        let mut truncated = mail::build(&self.fetched_mail(fetched, uidvalidity), &options);
-        let reason = format!(
-            "the document of {} bytes exceeds the broker's record limit of {limit} bytes \
-             (message.max.bytes)",
-            payload.len()
-        );
-        truncated
-            .warnings
-            .push(Warning::new(WarningCode::MessageTruncated, reason));
-        truncated.to_json()
-    }
-
-    fn fetched_mail<'a>(&'a self, fetched: &'a Fetched, uidvalidity: u32) -> FetchedMail<'a> {
-        FetchedMail {
-            account: self.account(),
-            mailbox: &self.mailbox,
-            uidvalidity,
-            uid: fetched.uid,
-            flags: fetched.flags.clone(),
-            received_at: fetched.internal_date,
-            size: fetched.size,
-            raw: &fetched.body,
-        }
-    }
-
-    fn document(&self, fetched: &Fetched, uidvalidity: u32) -> InboundMail {
-        mail::build(&self.fetched_mail(fetched, uidvalidity), &self.options)
     }
 
     /// Returns the UIDs to post-process. With `delete`, a mail whose
@@ -278,12 +286,25 @@ impl MailboxWatch {
         session: &mut Session,
         records: &[Record],
     ) -> Result<(), WatchError> {
+        let first_attempt = self.shared.publisher.publish(records).await;
+        self.confirm(session, records, first_attempt).await
+    }
+
+    /// Publishes `records` again until the broker confirms them all, when
+    /// `first_attempt`, the result of their first publication, failed.
+    async fn confirm(
+        &self,
+        session: &mut Session,
+        records: &[Record],
+        first_attempt: Result<(), PublishError>,
+    ) -> Result<(), WatchError> {
         if records.is_empty() {
             return Ok(());
         }
         let mut backoff = Backoff::new(PUBLISH_RETRY_BASE, PUBLISH_RETRY_CAP);
+        let mut attempt = first_attempt;
         loop {
-            let err = match self.shared.publisher.publish(records).await {
+            let err = match attempt {
                 Ok(()) if backoff.attempts() == 0 => return Ok(()),
                 Ok(()) => {
                     self.shared.readiness.ready(&self.component());
@@ -313,8 +334,34 @@ impl MailboxWatch {
                 return Err(WatchError::Shutdown);
             }
             session.noop(self.shared.settings.liveness_timeout).await?;
+            attempt = self.shared.publisher.publish(records).await;
         }
     }
+}
+
+/// A batch's documents after their first publication.
+struct Published {
+    documents: Documents,
+    /// The known keys, handed back from the blocking thread.
+    known: Option<HashSet<String>>,
+    first_attempt: Result<(), PublishError>,
+    /// Start of the first publication.
+    started: Instant,
+}
+
+/// Fetches the mails of `batch`, when there is one.
+async fn fetch_next(
+    session: &mut Session,
+    batch: Option<&Batch>,
+) -> Result<Option<Vec<Fetched>>, ImapError> {
+    let Some(batch) = batch else {
+        return Ok(None);
+    };
+
+    session
+        .fetch_split(&batch.whole, &batch.headers)
+        .await
+        .map(Some)
 }
 
 /// Tells whether `err` means that the sink is closed for good. Only a
@@ -329,13 +376,4 @@ fn sink_closed(err: &PublishError) -> bool {
             ..
         }
     )
-}
-
-/// Returns the key that recognises a mail across UIDVALIDITY changes: its
-/// Message-ID, or its content hash when it has none.
-fn dedupe_key(document: &InboundMail) -> String {
-    match &document.message_id {
-        Some(message_id) => message_id.clone(),
-        None => format!("sha256:{}", document.content_sha256),
-    }
 }

@@ -8,7 +8,9 @@
 //! crash repeats mail (with the same document `id`) and never loses it.
 
 mod batch;
+mod documents;
 mod error;
+mod plan;
 mod position;
 
 use std::collections::HashSet;

@@ -1,6 +1,7 @@
 //! Limits and hints on the stack: a mail just over `max_message_bytes` is
-//! fetched by its header section, and implicit TLS against a STARTTLS port
-//! points to STARTTLS, for IMAP and SMTP alike.
+//! fetched by its header section, batches stay under `max_batch_bytes`,
+//! and implicit TLS against a STARTTLS port points to STARTTLS, for IMAP
+//! and SMTP alike.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -60,6 +61,45 @@ async fn inbound_mail_over_max_bytes_fetched_by_header() {
     );
     assert_eq!(under["truncated"], false);
     assert_eq!(under["text"], "Body of under the limit.");
+}
+
+#[tokio::test]
+async fn inbound_batches_split_by_max_batch_bytes() {
+    let setup = Setup::new("inbound-batch-bytes");
+    setup
+        .prepare("[inbound.lines]\naccount = \"watched\"\nmax_batch_bytes = 2500\n")
+        .await;
+    // Four mails of 1000 bytes and one of 4000 bytes, over the cap.
+    let sizes = [1000, 1000, 1000, 1000, 4000];
+    for (index, size) in sizes.into_iter().enumerate() {
+        let mut raw = mail(&unique("batch-bytes"), &format!("mail {index}"));
+        raw.extend(b"x".repeat(size - 2 - raw.len()));
+        raw.extend(b"\r\n");
+        append(&setup.user, "INBOX", &raw).await;
+    }
+    let output = tempfile::NamedTempFile::new().expect("output file");
+
+    let bridge = setup.start_with_stdout(output.reopen().expect("reopen"));
+    let text = wait_for_lines(output.path(), sizes.len()).await;
+    bridge.stop().await;
+
+    let documents: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is one JSON document"))
+        .collect();
+    assert_eq!(documents.len(), sizes.len(), "{text}");
+    for (index, document) in documents.iter().enumerate() {
+        assert_eq!(document["subject"], format!("mail {index}"), "{text}");
+        assert_eq!(document["size"], sizes[index], "{text}");
+        assert_eq!(document["truncated"], false, "{text}");
+    }
+    let log = setup.log();
+    let requested: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("Fetched mails"))
+        .filter_map(|line| line.split_once("requested=")?.1.split(' ').next())
+        .collect();
+    assert_eq!(requested, ["2", "2", "1"], "mails per UID FETCH:\n{log}");
 }
 
 #[tokio::test]

@@ -1,0 +1,133 @@
+//! Broker records built from a fetched batch. The builder owns copies of
+//! the few settings it needs, so that a batch can be parsed on a blocking
+//! thread while the IMAP session fetches the next one.
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use tracing::{debug, warn};
+
+use crate::broker::Record;
+use crate::imap::Fetched;
+use crate::mail::{
+    self, DocumentOptions, FetchedMail, INBOUND_SCHEMA, InboundMail, Warning, WarningCode,
+};
+
+/// The documents of one fetched batch.
+pub(super) struct Documents {
+    pub(super) records: Vec<Record>,
+    /// Keys that recognise the published mails across UIDVALIDITY changes.
+    pub(super) keys: Vec<String>,
+    /// INTERNALDATE of each published mail that has one.
+    pub(super) received: Vec<SystemTime>,
+    /// Mails the parser failed on, whose document holds only metadata.
+    pub(super) unparsed: Vec<u32>,
+}
+
+/// Settings of a mailbox watch that building documents needs.
+#[derive(Clone)]
+pub(super) struct Builder {
+    pub(super) pipeline: String,
+    pub(super) account: String,
+    pub(super) mailbox: String,
+    pub(super) options: DocumentOptions,
+    /// Largest record the broker takes, when it has a limit.
+    pub(super) max_payload_bytes: Option<usize>,
+}
+
+impl Builder {
+    /// Builds the records of `fetched`, leaving out mail whose key is in
+    /// `known`.
+    pub(super) fn documents(
+        &self,
+        fetched: &[Fetched],
+        uidvalidity: u32,
+        known: Option<&HashSet<String>>,
+    ) -> Documents {
+        let mut documents = Documents {
+            records: Vec::with_capacity(fetched.len()),
+            keys: Vec::with_capacity(fetched.len()),
+            received: Vec::with_capacity(fetched.len()),
+            unparsed: Vec::new(),
+        };
+        for mail in fetched {
+            let document = self.document(mail, uidvalidity);
+            if document.has_warning(WarningCode::ParsePanic) {
+                documents.unparsed.push(mail.uid);
+            }
+            let key = dedupe_key(&document);
+            if known.is_some_and(|known| known.contains(&key)) {
+                debug!(mailbox = %self.mailbox, uid = mail.uid, "Skipping mail published before the UIDVALIDITY change");
+                continue;
+            }
+            if let Some(at) = mail.internal_date {
+                documents.received.push(at.into());
+            }
+            documents.records.push(Record {
+                key: document.id.clone(),
+                payload: self.payload(mail, uidvalidity, &document),
+                schema: INBOUND_SCHEMA,
+            });
+            documents.keys.push(key);
+        }
+        documents
+    }
+
+    /// Returns the document's JSON, or the JSON of its metadata alone when
+    /// the whole document is larger than one broker record may be, which
+    /// would otherwise stop the mailbox at this mail.
+    fn payload(&self, fetched: &Fetched, uidvalidity: u32, document: &InboundMail) -> Vec<u8> {
+        let payload = document.to_json();
+        let Some(limit) = self.max_payload_bytes else {
+            return payload;
+        };
+        if payload.len() <= limit {
+            return payload;
+        }
+        warn!(
+            pipeline = %self.pipeline, mailbox = %self.mailbox, uid = fetched.uid,
+            document_bytes = payload.len(), limit_bytes = limit,
+            "Document larger than the broker's record limit; publishing its metadata only"
+        );
+        let options = DocumentOptions {
+            max_message_bytes: 0,
+            ..self.options.clone()
+        };
+        let mut truncated = mail::build(&self.fetched_mail(fetched, uidvalidity), &options);
+        let reason = format!(
+            "the document of {} bytes exceeds the broker's record limit of {limit} bytes \
+             (message.max.bytes)",
+            payload.len()
+        );
+        truncated
+            .warnings
+            .push(Warning::new(WarningCode::MessageTruncated, reason));
+        truncated.to_json()
+    }
+
+    fn fetched_mail<'a>(&'a self, fetched: &'a Fetched, uidvalidity: u32) -> FetchedMail<'a> {
+        FetchedMail {
+            account: &self.account,
+            mailbox: &self.mailbox,
+            uidvalidity,
+            uid: fetched.uid,
+            flags: fetched.flags.clone(),
+            received_at: fetched.internal_date,
+            size: fetched.size,
+            raw: &fetched.body,
+        }
+    }
+
+    fn document(&self, fetched: &Fetched, uidvalidity: u32) -> InboundMail {
+        mail::build(&self.fetched_mail(fetched, uidvalidity), &self.options)
+    }
+}
+
+/// Returns the key that recognises a mail across UIDVALIDITY changes: its
+/// Message-ID, or its content hash when it has none.
+fn dedupe_key(document: &InboundMail) -> String {
+    match &document.message_id {
+        Some(message_id) => message_id.clone(),
+        None => format!("sha256:{}", document.content_sha256),
+    }
+}
