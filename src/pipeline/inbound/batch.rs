@@ -51,7 +51,7 @@ impl MailboxWatch {
 
     /// Publishes the mails `uids` in batches. The next batch is fetched
     /// while the broker confirms the current one, so the IMAP server and
-    /// the broker work at the same time; a batch is still post-processed
+    /// the broker work at the same time. A batch is still post-processed
     /// and checkpointed only after the broker confirmed it, in UID order.
     async fn publish_pending(
         &mut self,

@@ -12,6 +12,7 @@ mod mail;
 mod metrics;
 mod outbound;
 mod process;
+mod profile;
 mod report;
 mod report_latency;
 mod report_outbound;

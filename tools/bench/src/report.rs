@@ -58,6 +58,8 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
     if args.dir.join("tokens.json").exists() {
         tokens_section(&mut page, &args.dir)?;
     }
+    crate::profile::caps_section(&mut page, &args.dir)?;
+    crate::profile::profile_section(&mut page, &args.dir)?;
     page.push_str(NOT_MEASURED);
     page.push_str(METHOD);
     page.push_str(crate::report_latency::METHOD);
@@ -321,10 +323,6 @@ fn broker_settings(broker: &str) -> &'static str {
 const NOT_MEASURED: &str = "## Not yet measured
 
 - A peer: fetchmail pulling the same mailbox and handing each mail to `kcat`.
-- A profile of the hottest path, with before and after figures.
-- Peak memory as a function of the configured caps (`batch_size`,
-  `max_message_bytes`) rather than of mailbox size: the figures above are
-  for one `batch_size` only.
 
 ";
 
