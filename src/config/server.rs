@@ -121,9 +121,13 @@ fn check_plaintext(table: &mut Table<'_>, allow_plaintext: bool) -> (Option<Path
     }
 
     let reason = "has no effect with tls = \"none\"";
-    for key in ["ca_file", "danger_accept_invalid_certs"] {
-        table.reject(key, Invalid::new(reason).with_fix(Some("remove it".into())));
-    }
+    let no_effect = || Invalid::new(reason).with_fix(Some("remove it".into()));
+    table.reject("ca_file", no_effect());
+    // `mailbridge config` prints the default `false`, and its output must
+    // load again, so only `true` is rejected.
+    let _ = table.get_checked("danger_accept_invalid_certs", |accept: &bool| {
+        if *accept { Err(no_effect()) } else { Ok(()) }
+    });
     (None, false)
 }
 

@@ -840,3 +840,19 @@ fn certificate_exception_rejected_without_tls() {
         Ok(())
     });
 }
+
+#[test]
+fn certificate_exception_false_accepted_without_tls() {
+    jail(|jail| {
+        // The output of `mailbridge config` contains the default `false`.
+        let toml = base_with(
+            "port = 10993",
+            "tls = \"none\"\nallow_plaintext = true\ndanger_accept_invalid_certs = false",
+        );
+
+        let config = load_toml(jail, &toml).expect("false is the default and loads");
+        let account = &config.accounts["support"];
+        assert!(!account.imap.as_ref().unwrap().danger_accept_invalid_certs);
+        Ok(())
+    });
+}
