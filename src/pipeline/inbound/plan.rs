@@ -1,14 +1,14 @@
 //! Division of a mailbox's pending mail into batches bounded by a count
-//! (`batch_size`) and by the sum of the mails' sizes (`max_batch_bytes`),
-//! so that the memory of a batch follows the configuration and not the
-//! size of the mail in the mailbox.
+//! (`batch_size`) and by the sum of the mails' sizes (`max_batch_bytes`).
+//! The memory of a batch then follows the configuration, not the size of
+//! the mail in the mailbox.
 
 use std::collections::VecDeque;
 
 use crate::imap::{ImapError, MailSize, Session};
 
 /// Smallest number of UIDs whose sizes one `UID FETCH (UID RFC822.SIZE)`
-/// asks for, so that a backfill needs one size command per thousand mails
+/// requests, so that a backfill needs one size command per thousand mails
 /// rather than one per batch, while the sizes in memory stay few.
 const SIZE_WINDOW: usize = 1000;
 
@@ -39,9 +39,9 @@ pub(super) struct Limits {
 }
 
 /// Splits `sizes`, sorted by UID, into batches in UID order. A batch ends
-/// when it holds `batch_size` mails or when the next mail would take the
-/// sum of sizes past `max_batch_bytes`; a mail larger than that cap alone
-/// forms a batch of its own.
+/// when it contains `batch_size` mails or when the next mail would take the
+/// sum of sizes past `max_batch_bytes`. A mail larger than that cap forms a
+/// batch of its own.
 ///
 /// A mail without RFC822.SIZE is fetched whole in a batch of its own,
 /// because its size is unknown. A header-only mail counts as no bytes.
