@@ -1,7 +1,7 @@
 //! `[inbound.NAME]`: a pipeline that publishes new mail of IMAP mailboxes
 //! to a broker, or to standard output as JSON Lines.
 
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -62,6 +62,20 @@ choice! {
         /// Publishes every mail of the mailbox again; consumers drop
         /// repeats by `message_id` or `content_sha256`.
         Republish = "republish",
+    }
+}
+
+choice! {
+    /// How replicas of mailbridge share the pipeline's mailboxes.
+    pub enum Coordination {
+        /// This process watches every mailbox and keeps the checkpoints in
+        /// its state directory.
+        None = "none",
+        /// Replicas share the mailboxes through the pipeline's broker: a
+        /// Kafka consumer group, or one RabbitMQ single-active-consumer
+        /// queue per mailbox. Each mailbox has one watcher at a time, and
+        /// the checkpoints live in the broker.
+        Broker = "broker",
     }
 }
 
@@ -138,7 +152,40 @@ pub struct Inbound {
     /// the default AMQP exchange at start. Default: false.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub declare: bool,
+    /// How replicas share the mailboxes. Default: `none`.
+    pub coordination: Coordination,
+    /// Name of the Kafka consumer group, and prefix of the coordination
+    /// topics or queues, with `coordination = "broker"`. Default:
+    /// `mailbridge-inbound-NAME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordination_group: Option<String>,
+    /// Partitions of the Kafka assignment topic when mailbridge creates
+    /// it. Default: 60.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordination_partitions: Option<NonZeroU32>,
 }
+
+impl Inbound {
+    /// Returns whether replicas share the mailboxes.
+    pub fn coordinated(&self) -> bool {
+        self.coordination == Coordination::Broker
+    }
+}
+
+/// Default of `coordination_partitions`.
+pub const DEFAULT_COORDINATION_PARTITIONS: NonZeroU32 = NonZeroU32::new(60).unwrap();
+
+/// Default of `coordination_group` for pipeline `name`.
+pub fn default_coordination_group(name: &str) -> String {
+    format!("mailbridge-inbound-{name}")
+}
+
+/// Longest Kafka topic name (Kafka's own limit).
+const TOPIC_NAME_MAX: usize = 249;
+/// Longest AMQP queue name in bytes (AMQP 0-9-1 short string).
+const QUEUE_NAME_MAX: usize = 255;
+/// Longest suffix added to the group: `.checkpoints`, `.checkpoint.`.
+const GROUP_SUFFIX_MAX: usize = ".checkpoint.".len();
 
 /// Default of `max_batch_bytes`: 32 MiB.
 const DEFAULT_MAX_BATCH_BYTES: NonZeroU64 = NonZeroU64::new(32 * 1024 * 1024).unwrap();
@@ -173,7 +220,7 @@ struct Target {
 }
 
 /// Reads one `[inbound.NAME]` table.
-pub(crate) fn read(mut table: Table<'_>, refs: &Refs) -> Option<Inbound> {
+pub(crate) fn read(mut table: Table<'_>, name: &str, refs: &Refs) -> Option<Inbound> {
     let account = refs.account(&mut table, Protocol::Imap);
     let mailboxes = table
         .get::<Vec<String>>("mailboxes")
@@ -197,6 +244,7 @@ pub(crate) fn read(mut table: Table<'_>, refs: &Refs) -> Option<Inbound> {
     let sizes = read_sizes(&mut table);
     let max_batch_bytes = table.get::<NonZeroU64>("max_batch_bytes");
     let declare = read_declare(&mut table, &broker, target.exchange.as_deref());
+    let coordination = read_coordination(&mut table, name, &broker, &mailboxes);
     table.finish();
 
     Some(Inbound {
@@ -221,7 +269,104 @@ pub(crate) fn read(mut table: Table<'_>, refs: &Refs) -> Option<Inbound> {
         max_message_bytes: sizes[2].unwrap_or(25 * 1024 * 1024),
         max_batch_bytes: max_batch_bytes.unwrap_or(DEFAULT_MAX_BATCH_BYTES),
         declare,
+        coordination: coordination.mode,
+        coordination_group: coordination.group,
+        coordination_partitions: coordination.partitions,
     })
+}
+
+/// The coordination keys of a pipeline.
+struct CoordinationKeys {
+    mode: Coordination,
+    group: Option<String>,
+    partitions: Option<NonZeroU32>,
+}
+
+/// Reads `coordination`, `coordination_group` and
+/// `coordination_partitions`. The group must make valid topic names on
+/// Kafka and queue names of at most 255 bytes with every mailbox on AMQP.
+fn read_coordination(
+    table: &mut Table<'_>,
+    name: &str,
+    broker: &BrokerRef,
+    mailboxes: &[String],
+) -> CoordinationKeys {
+    let mode = table
+        .get::<Coordination>("coordination")
+        .unwrap_or(Coordination::None);
+    let kind = broker.kind();
+    if mode == Coordination::Broker && matches!(broker, BrokerRef::Absent) {
+        let invalid = Invalid::new("needs a broker, whose group or queues the replicas share");
+        let fix = "set broker, or remove coordination to watch every mailbox in this process";
+        table.reject("coordination", invalid.with_fix(Some(fix.into())));
+    }
+    if mode != Coordination::Broker {
+        for key in ["coordination_group", "coordination_partitions"] {
+            let invalid = Invalid::new("applies only with coordination = \"broker\"");
+            table.reject(key, invalid.with_fix(Some("remove it".into())));
+        }
+        return CoordinationKeys {
+            mode,
+            group: None,
+            partitions: None,
+        };
+    }
+    if kind == Some(BrokerKind::Amqp) && table.contains("coordination_partitions") {
+        let invalid = Invalid::new("applies only to Kafka brokers");
+        let fix = "remove it: RabbitMQ has one lease queue per mailbox";
+        table.reject("coordination_partitions", invalid.with_fix(Some(fix.into())));
+    }
+    let partitions = table.get::<NonZeroU32>("coordination_partitions");
+    let group = table.get::<String>("coordination_group");
+    let checked = group.clone().unwrap_or_else(|| default_coordination_group(name));
+    if let Err(invalid) = check_group(&checked, kind, mailboxes) {
+        match group.is_some() {
+            true => table.reject("coordination_group", invalid),
+            false => {
+                let fix = "set coordination_group to a name of letters, digits, `.`, `_` and `-`";
+                let invalid = Invalid::new(format!(
+                    "the default coordination_group {checked:?} {}",
+                    invalid.reason
+                ))
+                .with_fix(Some(fix.into()));
+                table.reject("coordination", invalid);
+            }
+        }
+    }
+
+    CoordinationKeys {
+        mode,
+        group: Some(checked),
+        partitions: Some(partitions.unwrap_or(DEFAULT_COORDINATION_PARTITIONS)),
+    }
+}
+
+fn check_group(group: &str, kind: Option<BrokerKind>, mailboxes: &[String]) -> Result<(), Invalid> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if group.is_empty() {
+        return Err(Invalid::new("is empty").with_fix(Some("name the group".into())));
+    }
+    if let Some(c) = group.chars().find(|c| !legal(*c)) {
+        return Err(
+            Invalid::new(format!("contains {c:?}, which a Kafka topic name cannot hold"))
+                .with_fix(Some("use letters, digits, `.`, `_` and `-`".into())),
+        );
+    }
+    let longest = match kind {
+        Some(BrokerKind::Amqp) => {
+            let mailbox = mailboxes.iter().map(String::len).max().unwrap_or(0);
+            QUEUE_NAME_MAX.saturating_sub(GROUP_SUFFIX_MAX + mailbox)
+        }
+        _ => TOPIC_NAME_MAX - GROUP_SUFFIX_MAX,
+    };
+    match group.len() > longest {
+        true => Err(Invalid::new(format!(
+            "is {} bytes long; the topic or queue names made from it allow {longest}",
+            group.len()
+        ))
+        .with_fix(Some("choose a shorter name".into()))),
+        false => Ok(()),
+    }
 }
 
 /// Reads `after_publish`. Standard output cannot confirm delivery, since

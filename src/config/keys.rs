@@ -5,7 +5,7 @@
 use super::LogFormat;
 use super::account::{Grant, Mechanism, Provider};
 use super::broker::BrokerKind;
-use super::inbound::{AfterPublish, Mode, StartFrom, UidvalidityChange};
+use super::inbound::{AfterPublish, Coordination, Mode, StartFrom, UidvalidityChange};
 use super::server::Tls;
 use super::values::{Choice, Invalid};
 
@@ -154,6 +154,17 @@ pub const KEYS: &[Key] = &[
     key("inbound.NAME.max_message_bytes", Kind::Integer, "`26214400`"),
     key("inbound.NAME.max_batch_bytes", Kind::Integer, "`33554432`"),
     key("inbound.NAME.declare", Kind::Boolean, "`false`"),
+    key(
+        "inbound.NAME.coordination",
+        Kind::Choice(Coordination::NAMES),
+        "`none`",
+    ),
+    key(
+        "inbound.NAME.coordination_group",
+        Kind::Text,
+        "`mailbridge-inbound-NAME`",
+    ),
+    key("inbound.NAME.coordination_partitions", Kind::Integer, "`60`"),
     key("outbound.NAME.account", Kind::Text, REQUIRED),
     key("outbound.NAME.broker", Kind::Text, REQUIRED),
     key("outbound.NAME.topic", Kind::Text, "required for kafka"),

@@ -41,7 +41,7 @@ pub use account::{Account, Grant, Mechanism, OAuth2, Provider};
 pub use broker::{Amqp, Broker, BrokerKind, Kafka, Property};
 pub use error::{ConfigError, ENV_PREFIX, Origin, Problem};
 pub use inbound::{
-    AfterPublish, DEFAULT_KEYWORD, Inbound, Mode, SPECIAL_USES, StartFrom, UidvalidityChange,
+    AfterPublish, Coordination, DEFAULT_COORDINATION_PARTITIONS, DEFAULT_KEYWORD, Inbound, Mode, SPECIAL_USES, StartFrom, UidvalidityChange,
     is_special_use,
 };
 pub use log::{LOG_ENV, LOG_FORMAT_ENV, Log, LogFormat, RUST_LOG_ENV};
@@ -139,7 +139,10 @@ fn read(mut root: Table<'_>) -> Option<Config> {
     let inbound: Vec<_> = root
         .sections("inbound")
         .into_iter()
-        .map(|(name, table)| (name, inbound::read(table, &refs)))
+        .map(|(name, table)| {
+            let pipeline = inbound::read(table, &name, &refs);
+            (name, pipeline)
+        })
         .collect();
     let outbound: Vec<_> = root
         .sections("outbound")

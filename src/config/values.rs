@@ -2,7 +2,7 @@
 //! returning the reason when a value does not fit.
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -150,6 +150,15 @@ impl FromValue for NonZeroU64 {
             .and_then(|number| u64::try_from(number).ok())
             .and_then(NonZeroU64::new)
             .ok_or_else(|| Invalid::new("expected an integer of at least 1"))
+    }
+}
+
+impl FromValue for NonZeroU32 {
+    fn from_value(value: &Value, text: Option<&str>) -> Result<Self, Invalid> {
+        integer(value, text)
+            .and_then(|number| u32::try_from(number).ok())
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| Invalid::new("expected an integer from 1 to 4294967295"))
     }
 }
 

@@ -137,12 +137,18 @@ impl CheckpointStore {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(self.io("read", &self.path, source)),
         };
+        self.decode(&bytes).map(Some)
+    }
+
+    /// Reads a checkpoint in the file format, from the file or from a
+    /// copy kept in a broker. The path in errors is the file's.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
         let corrupt = |reason: String| CheckpointError::Corrupt {
             path: self.path.clone(),
             reason,
         };
         let file: CheckpointFile =
-            serde_json::from_slice(&bytes).map_err(|err| corrupt(err.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|err| corrupt(err.to_string()))?;
         if file.version != FORMAT_VERSION {
             return Err(corrupt(format!("unknown format version {}", file.version)));
         }
@@ -154,15 +160,15 @@ impl CheckpointStore {
             });
         }
 
-        Ok(Some(Checkpoint {
+        Ok(Checkpoint {
             uidvalidity: file.uidvalidity,
             last_uid: file.last_uid,
             filter: file.filter,
-        }))
+        })
     }
 
-    /// Replaces the checkpoint atomically.
-    pub fn save(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+    /// Returns `checkpoint` in the file format.
+    pub fn encode(&self, checkpoint: Checkpoint) -> Vec<u8> {
         let file = CheckpointFile {
             version: FORMAT_VERSION,
             account: self.account.clone(),
@@ -172,9 +178,18 @@ impl CheckpointStore {
             filter: checkpoint.filter,
             updated_at: chrono::Utc::now().to_rfc3339(),
         };
-        let bytes = serde_json::to_vec_pretty(&file).expect("a checkpoint serializes");
 
-        state::write_atomically(&self.path, "checkpoint", &bytes)
+        serde_json::to_vec_pretty(&file).expect("a checkpoint serializes")
+    }
+
+    /// Replaces the checkpoint atomically.
+    pub fn save(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+        self.write(&self.encode(checkpoint))
+    }
+
+    /// Replaces the file with `bytes`, a checkpoint in the file format.
+    pub fn write(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        state::write_atomically(&self.path, "checkpoint", bytes)
             .map_err(|source| self.io("write", &self.path, source))
     }
 

@@ -79,6 +79,15 @@ impl Readiness {
         );
     }
 
+    /// Forgets `component`, such as a mailbox another replica now watches.
+    pub fn remove(&self, component: &str) {
+        let mut components = self.components.lock().expect("readiness lock");
+        if let Some(gauge) = &self.gauge {
+            let _ = gauge.remove_label_values(&[component]);
+        }
+        components.remove(component);
+    }
+
     fn set(&self, component: &str, state: ComponentState) {
         let mut components = self.components.lock().expect("readiness lock");
         if let Some(gauge) = &self.gauge {

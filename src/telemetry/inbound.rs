@@ -32,6 +32,7 @@ pub struct InboundMetrics {
     resets: IntCounterVec,
     last_success: IntGaugeVec,
     last_activity: IntGaugeVec,
+    assigned: IntGaugeVec,
 }
 
 impl fmt::Debug for InboundMetrics {
@@ -118,6 +119,13 @@ impl InboundMetrics {
                  Unix epoch; a stale value shows a dead connection.",
                 MAILBOX,
             )?,
+            assigned: gauge(
+                "mailbridge_mailbox_assigned",
+                "1 while this process watches the mailbox, else 0: always 1 without \
+                 coordination, and with coordination while the broker assigns the mailbox \
+                 to this replica.",
+                MAILBOX,
+            )?,
         };
         for collector in metrics.collectors() {
             registry.register(collector)?;
@@ -138,6 +146,7 @@ impl InboundMetrics {
             Box::new(self.resets.clone()),
             Box::new(self.last_success.clone()),
             Box::new(self.last_activity.clone()),
+            Box::new(self.assigned.clone()),
         ]
     }
 
@@ -151,6 +160,7 @@ impl InboundMetrics {
         pipeline: &str,
         account: &str,
         mailboxes: &[String],
+        coordinated: bool,
         started: SystemTime,
     ) {
         self.published.with_label_values(&[pipeline, "success"]);
@@ -162,6 +172,9 @@ impl InboundMetrics {
             self.fetched.with_label_values(&labels);
             self.resets.with_label_values(&labels);
             self.connected.with_label_values(&labels).set(0);
+            self.assigned
+                .with_label_values(&labels)
+                .set(i64::from(!coordinated));
             self.last_success
                 .with_label_values(&labels)
                 .set(unix_seconds(started));
@@ -216,6 +229,13 @@ impl InboundMetrics {
     }
 
     /// Sets whether `mailbox` has a selected session.
+    /// Sets whether this process watches `mailbox`.
+    pub fn set_assigned(&self, account: &str, mailbox: &str, assigned: bool) {
+        self.assigned
+            .with_label_values(&[account, mailbox])
+            .set(i64::from(assigned));
+    }
+
     pub fn set_connected(&self, account: &str, mailbox: &str, connected: bool) {
         self.connected
             .with_label_values(&[account, mailbox])

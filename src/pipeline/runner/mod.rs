@@ -205,8 +205,13 @@ fn log_summary(config: &Config, metrics: SocketAddr) {
 fn init_series(config: &Config, cx: &Context) {
     let started = std::time::SystemTime::now();
     for (name, inbound) in &config.inbound {
-        cx.inbound
-            .init_pipeline(name, &inbound.account, &inbound.mailboxes, started);
+        cx.inbound.init_pipeline(
+            name,
+            &inbound.account,
+            &inbound.mailboxes,
+            inbound.coordinated(),
+            started,
+        );
         cx.metrics.init_account(&inbound.account);
     }
     for (name, outbound) in &config.outbound {
