@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use crate::config::{self, BrokerKind};
 
+pub(crate) use amqp::Link as AmqpLink;
 pub use consume::{Assignment, ConsumeError, Consumer, Delivery, Headers, Position, Source};
 pub use error::PublishError;
 

@@ -314,11 +314,16 @@ fn read_coordination(
     if kind == Some(BrokerKind::Amqp) && table.contains("coordination_partitions") {
         let invalid = Invalid::new("applies only to Kafka brokers");
         let fix = "remove it: RabbitMQ has one lease queue per mailbox";
-        table.reject("coordination_partitions", invalid.with_fix(Some(fix.into())));
+        table.reject(
+            "coordination_partitions",
+            invalid.with_fix(Some(fix.into())),
+        );
     }
     let partitions = table.get::<NonZeroU32>("coordination_partitions");
     let group = table.get::<String>("coordination_group");
-    let checked = group.clone().unwrap_or_else(|| default_coordination_group(name));
+    let checked = group
+        .clone()
+        .unwrap_or_else(|| default_coordination_group(name));
     if let Err(invalid) = check_group(&checked, kind, mailboxes) {
         match group.is_some() {
             true => table.reject("coordination_group", invalid),
@@ -347,10 +352,10 @@ fn check_group(group: &str, kind: Option<BrokerKind>, mailboxes: &[String]) -> R
         return Err(Invalid::new("is empty").with_fix(Some("name the group".into())));
     }
     if let Some(c) = group.chars().find(|c| !legal(*c)) {
-        return Err(
-            Invalid::new(format!("contains {c:?}, which a Kafka topic name cannot hold"))
-                .with_fix(Some("use letters, digits, `.`, `_` and `-`".into())),
-        );
+        return Err(Invalid::new(format!(
+            "contains {c:?}, which a Kafka topic name cannot hold"
+        ))
+        .with_fix(Some("use letters, digits, `.`, `_` and `-`".into())));
     }
     let longest = match kind {
         Some(BrokerKind::Amqp) => {

@@ -41,8 +41,8 @@ pub use account::{Account, Grant, Mechanism, OAuth2, Provider};
 pub use broker::{Amqp, Broker, BrokerKind, Kafka, Property};
 pub use error::{ConfigError, ENV_PREFIX, Origin, Problem};
 pub use inbound::{
-    AfterPublish, Coordination, DEFAULT_COORDINATION_PARTITIONS, DEFAULT_KEYWORD, Inbound, Mode, SPECIAL_USES, StartFrom, UidvalidityChange,
-    is_special_use,
+    AfterPublish, Coordination, DEFAULT_COORDINATION_PARTITIONS, DEFAULT_KEYWORD, Inbound, Mode,
+    SPECIAL_USES, StartFrom, UidvalidityChange, default_coordination_group, is_special_use,
 };
 pub use log::{LOG_ENV, LOG_FORMAT_ENV, Log, LogFormat, RUST_LOG_ENV};
 pub use outbound::Outbound;

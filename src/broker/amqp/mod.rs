@@ -36,6 +36,28 @@ const PERSISTENT: u8 = 2;
 /// (AMQP 0-9-1 section 4.2.5.3).
 const SHORT_STRING_MAX: usize = 255;
 
+/// An AMQP connection for other uses than publishing documents, such as
+/// the coordination of replicas, with the means to keep the password out
+/// of messages.
+pub(crate) struct Link {
+    pub(crate) connection: Connection,
+    server: Server,
+}
+
+impl Link {
+    /// Opens a connection to broker `broker`.
+    pub(crate) async fn open(broker: &str, amqp: &Amqp) -> Result<Self, PublishError> {
+        let server = Server::new(broker, amqp)?;
+        let connection = server.open(broker).await?;
+        Ok(Self { connection, server })
+    }
+
+    /// Removes the password from a message of lapin or the server.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        self.server.redact(text)
+    }
+}
+
 /// Exchange and routing key of every message.
 pub(crate) struct Route {
     /// Exchange name; empty for the default exchange.

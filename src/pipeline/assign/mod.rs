@@ -119,11 +119,9 @@ impl Assigner {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, AssignError> {
         match broker {
-            Broker::Kafka(kafka) => {
-                kafka::KafkaAssigner::start(scope, kafka, events, shutdown)
-                    .await
-                    .map(Self::Kafka)
-            }
+            Broker::Kafka(kafka) => kafka::KafkaAssigner::start(scope, kafka, events, shutdown)
+                .await
+                .map(Self::Kafka),
             Broker::Amqp(amqp) => amqp::AmqpAssigner::start(scope, amqp, events, shutdown)
                 .await
                 .map(Self::Amqp),

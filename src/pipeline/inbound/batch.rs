@@ -227,7 +227,7 @@ impl MailboxWatch {
             self.known = None;
         }
 
-        self.save(*position)
+        self.save(*position).await
     }
 
     /// Reads the keys of the mail this mailbox published, once, while

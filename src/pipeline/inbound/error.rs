@@ -2,6 +2,7 @@
 
 use crate::broker::PublishError;
 use crate::imap::ImapError;
+use crate::pipeline::assign::AssignError;
 use crate::pipeline::checkpoint::CheckpointError;
 
 /// Failure of a mailbox session; the watch logs it and reconnects, unless
@@ -15,6 +16,10 @@ pub enum WatchError {
     /// The checkpoint could not be read or saved.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The checkpoint could not be saved in the broker that replicas
+    /// share.
+    #[error(transparent)]
+    Coordination(#[from] AssignError),
     /// The sink can never accept a record again, as when the reader of
     /// standard output closed the pipe. The process stops.
     #[error(transparent)]
@@ -30,6 +35,7 @@ impl WatchError {
         match self {
             Self::Imap(err) => err.kind(),
             Self::Checkpoint(err) => err.kind(),
+            Self::Coordination(err) => err.kind(),
             Self::SinkClosed(err) => err.kind(),
             Self::Shutdown => "shutdown",
         }
@@ -41,6 +47,7 @@ impl WatchError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Imap(err) => err.is_transient(),
+            Self::Coordination(err) => !err.is_fatal(),
             Self::Checkpoint(_) | Self::SinkClosed(_) | Self::Shutdown => false,
         }
     }

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use super::assign::SharedCheckpoints;
 use super::backoff::Backoff;
 use super::checkpoint::{Checkpoint, CheckpointStore};
 use crate::auth::{AccessToken, TokenProvider};
@@ -56,6 +57,9 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Sender of a fatal error to the runner, which then stops the process.
     pub fatal: mpsc::UnboundedSender<WatchError>,
+    /// Where checkpoints are saved for other replicas, besides the state
+    /// directory, with `coordination = "broker"`.
+    pub shared_checkpoints: Option<SharedCheckpoints>,
 }
 
 /// The watch of one mailbox.
@@ -360,7 +364,15 @@ impl MailboxWatch {
         }
     }
 
-    fn save(&self, checkpoint: Checkpoint) -> Result<(), WatchError> {
-        Ok(self.checkpoints.save(checkpoint)?)
+    /// Saves the checkpoint in the state directory, then in the broker
+    /// that replicas share, so that the broker's copy is never ahead of
+    /// the published mail.
+    async fn save(&self, checkpoint: Checkpoint) -> Result<(), WatchError> {
+        let bytes = self.checkpoints.encode(checkpoint);
+        self.checkpoints.write(&bytes)?;
+        if let Some(shared) = &self.shared.shared_checkpoints {
+            shared.save(&self.mailbox, bytes).await?;
+        }
+        Ok(())
     }
 }

@@ -49,7 +49,7 @@ impl MailboxWatch {
             start_from = ?start_from, uidvalidity = selected.uidvalidity, last_uid,
             "First watch of mailbox"
         );
-        self.save(checkpoint)?;
+        self.save(checkpoint).await?;
 
         Ok(checkpoint)
     }
@@ -100,7 +100,7 @@ impl MailboxWatch {
             last_uid: 0,
             filter,
         };
-        self.save(checkpoint)?;
+        self.save(checkpoint).await?;
 
         Ok(checkpoint)
     }

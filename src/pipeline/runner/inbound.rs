@@ -1,19 +1,25 @@
 //! Starting one inbound pipeline: its publisher, connected with retries,
 //! and one watch per mailbox.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
-use tracing::warn;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{info, warn};
 
 use super::{Context, RunError};
 use crate::auth::TokenProvider;
 use crate::broker::{Publisher, Target};
-use crate::config::{Broker, Config, Inbound};
+use crate::config::{
+    Broker, Config, DEFAULT_COORDINATION_PARTITIONS, Inbound, default_coordination_group,
+};
 use crate::imap::Connector;
+use crate::pipeline::assign::{Assigner, Event, Scope};
 use crate::pipeline::backoff::Backoff;
+use crate::pipeline::checkpoint::CheckpointStore;
 use crate::pipeline::inbound::{MailboxWatch, Shared, WatchError};
 use crate::telemetry::{InboundMetrics, Readiness};
 
@@ -40,9 +46,13 @@ pub(super) fn start(
     let target = target(inbound, broker.as_ref().map(|(_, settings)| settings));
     cx.readiness
         .not_ready(&format!("inbound/{name}"), "connecting to the broker");
-    for mailbox in &inbound.mailboxes {
-        cx.readiness
-            .not_ready(&format!("inbound/{name}/{mailbox}"), "starting");
+    // With coordination, a mailbox counts for readiness only while this
+    // replica watches it.
+    if !inbound.coordinated() {
+        for mailbox in &inbound.mailboxes {
+            cx.readiness
+                .not_ready(&format!("inbound/{name}/{mailbox}"), "starting");
+        }
     }
     let pipeline = Pipeline {
         name: name.to_owned(),
@@ -105,15 +115,117 @@ impl Pipeline {
             readiness: self.readiness.clone(),
             shutdown: self.shutdown.clone(),
             fatal: self.fatal.clone(),
+            shared_checkpoints: None,
         };
-        let mut watches = JoinSet::new();
-        for mailbox in &self.settings.mailboxes {
-            let watch = MailboxWatch::new(shared.clone(), mailbox, &self.state);
-            watches.spawn(watch.run());
+        if self.settings.coordinated() {
+            self.run_coordinated(shared).await;
+        } else {
+            let mut watches = JoinSet::new();
+            for mailbox in &self.settings.mailboxes {
+                let watch = MailboxWatch::new(shared.clone(), mailbox, &self.state);
+                watches.spawn(watch.run());
+            }
+            drop(shared);
+            while watches.join_next().await.is_some() {}
         }
-        drop(shared);
-        while watches.join_next().await.is_some() {}
         publisher.close().await;
+    }
+
+    /// Watches the mailboxes that the coordination assigns to this
+    /// replica, until the process stops; then leaves the coordination.
+    async fn run_coordinated(&self, mut shared: Shared) {
+        let Some((_, broker)) = &self.broker else {
+            return;
+        };
+        let (events, mut assigned) = mpsc::unbounded_channel();
+        let Some(assigner) = self.join(broker, events).await else {
+            return;
+        };
+        shared.shared_checkpoints = Some(assigner.checkpoints());
+        let mut watches = Watches::default();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let event = tokio::select! {
+                event = assigned.recv() => event,
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            };
+            let Some(event) = event else {
+                break;
+            };
+            watches.apply(event, &shared, &self.state).await;
+        }
+        watches.stop_all(&shared).await;
+        // Leaving revokes what is still held; the watches have stopped, so
+        // each release is answered at once.
+        let answer = tokio::spawn(async move {
+            while let Some(event) = assigned.recv().await {
+                if let Event::Release { mailbox, done } = event {
+                    watches.release(&mailbox, &shared).await;
+                    let _ = done.send(());
+                }
+            }
+        });
+        assigner.close().await;
+        let _ = answer.await;
+    }
+
+    /// Joins the coordination, retrying until it works or the process
+    /// stops; `None` on shutdown or on a fatal failure, which is sent to
+    /// the runner.
+    async fn join(
+        &self,
+        broker: &Broker,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Option<Assigner> {
+        let settings = &self.settings;
+        let scope = Scope {
+            broker: self
+                .broker
+                .as_ref()
+                .map(|(name, _)| name.clone())
+                .unwrap_or_default(),
+            pipeline: self.name.clone(),
+            account: settings.account.clone(),
+            group: settings
+                .coordination_group
+                .clone()
+                .unwrap_or_else(|| default_coordination_group(&self.name)),
+            mailboxes: settings.mailboxes.clone(),
+            partitions: settings
+                .coordination_partitions
+                .unwrap_or(DEFAULT_COORDINATION_PARTITIONS),
+            readiness: self.readiness.clone(),
+        };
+        let component = scope.component();
+        self.readiness
+            .not_ready(&component, "joining the coordination");
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            let started =
+                Assigner::start(scope.clone(), broker, events.clone(), self.shutdown.clone());
+            match started.await {
+                Ok(assigner) => return Some(assigner),
+                Err(err) if err.is_fatal() => {
+                    self.readiness.not_ready(&component, err.to_string());
+                    let _ = self.fatal.send(WatchError::Coordination(err));
+                    return None;
+                }
+                Err(err) => {
+                    let delay = backoff.next_delay();
+                    warn!(
+                        pipeline = %self.name, error = %err, error_type = err.kind(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "Failed to join the coordination; retrying"
+                    );
+                    self.readiness.not_ready(&component, err.to_string());
+                    let mut shutdown = self.shutdown.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => return None,
+                    }
+                }
+            }
+        }
     }
 
     /// Connects the publisher, retrying until it works or the process
@@ -146,6 +258,96 @@ impl Pipeline {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The watches of the mailboxes this replica holds, each with a stop
+/// signal of its own.
+#[derive(Default)]
+struct Watches {
+    running: BTreeMap<String, Running>,
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Watches {
+    async fn apply(&mut self, event: Event, shared: &Shared, state: &Path) {
+        match event {
+            Event::Acquire {
+                mailbox,
+                checkpoint,
+            } => self.acquire(mailbox, checkpoint, shared, state),
+            Event::Release { mailbox, done } => {
+                self.release(&mailbox, shared).await;
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Starts the watch of `mailbox` from the broker's checkpoint, which
+    /// replaces the one in the state directory.
+    fn acquire(
+        &mut self,
+        mailbox: String,
+        checkpoint: Option<Vec<u8>>,
+        shared: &Shared,
+        state: &Path,
+    ) {
+        if self.running.contains_key(&mailbox) || *shared.shutdown.borrow() {
+            return;
+        }
+        let settings = &shared.settings;
+        let store = CheckpointStore::new(state, &shared.pipeline, &settings.account, &mailbox);
+        if let Some(bytes) = checkpoint {
+            let stored = store.decode(&bytes).map_err(WatchError::from);
+            if let Err(err) = stored.and_then(|_| Ok(store.write(&bytes)?)) {
+                warn!(
+                    pipeline = %shared.pipeline, mailbox = %mailbox, error = %err,
+                    error_type = err.kind(),
+                    "Checkpoint from the coordination broker not used; the state directory's applies"
+                );
+            }
+        }
+        info!(pipeline = %shared.pipeline, mailbox = %mailbox, "Mailbox assigned to this replica");
+        shared
+            .metrics
+            .set_assigned(&settings.account, &mailbox, true);
+        let (stop, stopped) = watch::channel(false);
+        let mut own = shared.clone();
+        own.shutdown = stopped;
+        let task = tokio::spawn(MailboxWatch::new(own, &mailbox, state).run());
+        self.running.insert(mailbox, Running { stop, task });
+    }
+
+    /// Stops the watch of `mailbox` and waits until it has saved its
+    /// checkpoint; the mailbox then no longer counts for readiness.
+    async fn release(&mut self, mailbox: &str, shared: &Shared) {
+        let Some(running) = self.running.remove(mailbox) else {
+            return;
+        };
+        let _ = running.stop.send(true);
+        let _ = running.task.await;
+        let account = &shared.settings.account;
+        shared.metrics.set_assigned(account, mailbox, false);
+        shared.metrics.set_connected(account, mailbox, false);
+        shared
+            .readiness
+            .remove(&format!("inbound/{}/{mailbox}", shared.pipeline));
+        info!(pipeline = %shared.pipeline, mailbox = %mailbox, "Mailbox released by this replica");
+    }
+
+    /// Stops every watch at once, then waits for each.
+    async fn stop_all(&mut self, shared: &Shared) {
+        for running in self.running.values() {
+            let _ = running.stop.send(true);
+        }
+        let mailboxes: Vec<String> = self.running.keys().cloned().collect();
+        for mailbox in mailboxes {
+            self.release(&mailbox, shared).await;
         }
     }
 }

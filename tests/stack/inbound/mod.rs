@@ -6,6 +6,7 @@ mod drain;
 mod expiry;
 mod limits;
 mod no_idle;
+mod replicas;
 mod resets;
 mod sessions;
 mod special_use;
