@@ -22,7 +22,9 @@ use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, 
 use lettre::message::{Attachment, Body, Mailboxes, MessageBuilder, MultiPart, SinglePart};
 use lettre::{Address, Message};
 
-use crate::mail::outbound::{DecodedAttachment, Mailbox, RejectReason, Rejection, Request};
+use crate::mail::outbound::{
+    DecodedAttachment, Mailbox, RejectReason, Rejection, Request, is_structured_header,
+};
 
 /// Maximum run of non-space characters written as it is in a header.
 /// lettre folds header lines only at spaces, so a longer run becomes RFC
@@ -201,7 +203,14 @@ fn headers(
     for header in request.headers() {
         let name = HeaderName::new_from_ascii(header.name.clone())
             .map_err(|_| internal("lettre rejected a header name"))?;
-        builder = builder.raw_header(unstructured(name, &header.value));
+        // A structured value is ASCII, which validation checks, and
+        // encoded-words would break its syntax. lettre writes it as it
+        // is and folds it at spaces.
+        let value = match is_structured_header(&header.name) {
+            true => HeaderValue::new(name, header.value.clone()),
+            false => unstructured(name, &header.value),
+        };
+        builder = builder.raw_header(value);
     }
 
     Ok(builder)
@@ -299,25 +308,93 @@ fn needs_encoded_words(text: &str) -> bool {
     text.contains("=?") || text.split(' ').any(|word| word.len() > MAX_WORD)
 }
 
-/// Encodes an unstructured header value (RFC 5322 section 3.2.5). A
-/// value with a run longer than [`MAX_WORD`], or with `=?` that
-/// receivers would take for an encoded-word, becomes RFC 2047 words
-/// throughout.
-// NOTE: fuzzing found a long non-ASCII subject with a run of spaces whose
-// space was gone when mail-parser 0.11.9 read the message back, probably
-// because the run fell between two encoded-words, where decoders drop
-// whitespace (RFC 2047 section 6.2). Not fixed yet.
+/// Encodes an unstructured header value (RFC 5322 section 3.2.5) so that
+/// decoders read back exactly `value`, white space included.
+///
+/// Words of printable ASCII stay as they are where single spaces separate
+/// them (see [`is_plain_word`]). Everything else becomes RFC 2047
+/// encoded-words together with its white space. Decoders drop white space
+/// between two encoded-words (RFC 2047 section 6.2), and mail-parser 0.11
+/// reads a fold with the white space around it as one space. So the only
+/// white space outside encoded-words is one space between two stretches.
+/// An empty value is written as an empty field.
 fn unstructured(name: HeaderName, value: &str) -> HeaderValue {
-    if !needs_encoded_words(value) {
-        return HeaderValue::new(name, value.to_owned());
-    }
-
     let mut encoded = String::new();
     let mut writer = EmailWriter::new(&mut encoded, name.len() + 2, 0, false);
-    write(rfc2047::encode(value, &mut writer));
+    for (index, stretch) in stretches(value).iter().enumerate() {
+        if index > 0 {
+            writer.space();
+        }
+        match stretch {
+            Stretch::Plain(text) => write(writer.folding().write_str(text)),
+            Stretch::Encoded(text) => write(rfc2047::encode(text, &mut writer)),
+        }
+    }
     drop(writer);
 
     HeaderValue::dangerous_new_pre_encoded(name, value.to_owned(), encoded)
+}
+
+/// Part of an unstructured value, written after a single space unless it
+/// comes first.
+#[derive(Debug, PartialEq, Eq)]
+enum Stretch {
+    /// Words of printable ASCII joined by single spaces, written as they
+    /// are.
+    Plain(String),
+    /// Text to write as encoded-words. It is never empty.
+    Encoded(String),
+}
+
+/// Splits `value` at its spaces into stretches, so that the stretches
+/// joined with one space each give `value` back.
+///
+/// The items between two spaces that must be encoded are those that are
+/// empty (from a run of spaces or a space at either end), not printable
+/// ASCII (tabs included), longer than [`MAX_WORD`] or containing `=?`.
+/// An empty item alone between plain words would become an empty
+/// encoded stretch, which writes nothing, so the word after it (or
+/// before it, at the end) is encoded with it.
+fn stretches(value: &str) -> Vec<Stretch> {
+    let items: Vec<&str> = value.split(' ').collect();
+    let mut plain: Vec<bool> = items.iter().map(|item| is_plain_word(item)).collect();
+    for index in 0..items.len() {
+        let alone = items[index].is_empty()
+            && (index == 0 || plain[index - 1])
+            && plain.get(index + 1).is_none_or(|&next| next);
+        if alone && index + 1 < items.len() {
+            plain[index + 1] = false;
+        } else if alone && index > 0 {
+            plain[index - 1] = false;
+        }
+    }
+
+    let mut stretches = Vec::new();
+    let mut start = 0;
+    for end in 1..=items.len() {
+        if end < items.len() && plain[end] == plain[start] {
+            continue;
+        }
+        let text = items[start..end].join(" ");
+        stretches.push(match plain[start] {
+            true => Stretch::Plain(text),
+            false => Stretch::Encoded(text),
+        });
+        start = end;
+    }
+    stretches.retain(|stretch| stretch != &Stretch::Encoded(String::new()));
+
+    stretches
+}
+
+/// True for a word that decoders read back unchanged when written as it
+/// is: printable ASCII without `=?`, which would start an encoded-word,
+/// and short enough to fit on a folded line.
+fn is_plain_word(word: &str) -> bool {
+    !word.is_empty()
+        && word.len() <= MAX_WORD
+        && !word.contains("=?")
+        && word.bytes().all(|b| b.is_ascii_graphic())
 }
 
 enum Content {
@@ -461,6 +538,11 @@ fn quoted_printable(lf: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use mail_parser::MessageParser;
+    use mail_parser::parsers::MessageStream;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     fn encoded(text: &str) -> (ContentTransferEncoding, String) {
@@ -522,15 +604,230 @@ mod tests {
         }
     }
 
+    /// Header section holding `value` as the field `name`, in wire form.
+    fn header_wire(name: &str, value: &str) -> String {
+        let name = HeaderName::new_from_ascii(name.to_owned()).unwrap();
+        let mut headers = lettre::message::header::Headers::new();
+        headers.insert_raw(unstructured(name, value));
+
+        headers.to_string()
+    }
+
+    /// Parses `wire` with mail-parser and returns its Subject.
+    fn subject_read_back(wire: &str) -> String {
+        let message = format!("{wire}\r\nbody\r\n");
+        let parsed = MessageParser::default().parse(message.as_bytes()).unwrap();
+
+        parsed.subject().unwrap_or_default().to_owned()
+    }
+
+    /// Reads the value of the single field in `wire` as unstructured text,
+    /// the way the inbound side reads fields that mail-parser does not know.
+    fn unstructured_read_back(wire: &str) -> String {
+        let (_, value) = wire.split_once(':').unwrap();
+        let text = MessageStream::new(value.as_bytes()).parse_unstructured();
+
+        text.as_text().unwrap_or_default().to_owned()
+    }
+
+    /// Checks the wire form of one header field: 7-bit, continuation lines
+    /// that start with a space, and encoded-words within the 75 octets of
+    /// RFC 2047 section 2. Lines stay within `max_line` octets.
+    fn check_field_wire(wire: &str, max_line: usize) {
+        assert!(wire.bytes().all(|b| b.is_ascii() && b != 0), "{wire:?}");
+        let lines: Vec<&str> = wire.trim_end_matches("\r\n").split("\r\n").collect();
+        for (index, line) in lines.iter().enumerate() {
+            assert!(line.len() <= max_line, "line of {}: {wire:?}", line.len());
+            assert!(!line.contains(['\r', '\n', '\t']), "{wire:?}");
+            assert!(index == 0 || line.starts_with(' '), "{wire:?}");
+        }
+        for word in wire.split_ascii_whitespace() {
+            if word.starts_with("=?") && word.ends_with("?=") {
+                assert!(word.len() <= 75, "encoded-word of {}: {wire:?}", word.len());
+            }
+        }
+    }
+
+    /// Text made of pieces that mix ASCII and non-ASCII words, runs of
+    /// spaces and tabs, lookalikes of encoded-words and runs too long
+    /// for one line.
+    fn generated_text(rng: &mut impl Rng) -> String {
+        const PIECES: [&str; 24] = [
+            "Administratör:",
+            "Bestätigung",
+            "der",
+            "Re:",
+            "[T-4711]",
+            "東京",
+            "😀",
+            "–",
+            "a",
+            "=?",
+            "?=",
+            "=?utf-8?q?x?=",
+            "_=20",
+            "\"q\"",
+            " ",
+            " ",
+            " ",
+            "  ",
+            "      ",
+            "\t",
+            " \t ",
+            "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy",
+            "ääääääääääääääääääääääääääääääääääääääää",
+            "ab",
+        ];
+        let count = rng.random_range(1..16);
+
+        (0..count)
+            .map(|_| PIECES[rng.random_range(0..PIECES.len())])
+            .collect()
+    }
+
+    #[test]
+    fn stretches_keep_white_space() {
+        let plain = |text: &str| Stretch::Plain(text.to_owned());
+        let encoded = |text: &str| Stretch::Encoded(text.to_owned());
+        let cases = [
+            ("Re: hello", vec![plain("Re: hello")]),
+            ("a  b", vec![plain("a"), encoded(" b")]),
+            ("a   b", vec![plain("a"), encoded(" "), plain("b")]),
+            (" a", vec![encoded(" a")]),
+            ("a b ", vec![plain("a"), encoded("b ")]),
+            ("a\tb c", vec![encoded("a\tb"), plain("c")]),
+            (
+                "Grüße aus Köln",
+                vec![encoded("Grüße"), plain("aus"), encoded("Köln")],
+            ),
+            ("x =?y", vec![plain("x"), encoded("=?y")]),
+            ("", vec![]),
+        ];
+
+        for (value, expected) in cases {
+            assert_eq!(stretches(value), expected, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn spaces_between_encoded_words_read_back() {
+        // A subject long enough for several encoded-words, with a run of
+        // spaces where a fold falls.
+        let short = "Administratör:      Bestätigung";
+        let long = [short; 4].join(" der ");
+
+        for value in [short, long.as_str()] {
+            let wire = header_wire("Subject", value);
+
+            check_field_wire(&wire, 78);
+            assert_eq!(subject_read_back(&wire), value, "{wire}");
+        }
+    }
+
     #[test]
     fn long_runs_become_encoded_words() {
-        let value = format!("see {}", "y".repeat(MAX_WORD + 1));
-        let header = unstructured(HeaderName::new_from_ascii_str("Subject"), &value);
-        let mut headers = lettre::message::header::Headers::new();
-        headers.insert_raw(header);
-        let wire = headers.to_string();
+        let run = "y".repeat(MAX_WORD + 1);
+        let wire = header_wire("Subject", &format!("see {run} end"));
 
-        assert!(wire.starts_with("Subject: =?utf-8?b?"), "{wire}");
-        assert!(wire.split("\r\n").all(|line| line.len() <= 78));
+        assert!(wire.starts_with("Subject: see =?utf-8?b?"), "{wire}");
+        assert!(wire.ends_with("?= end\r\n"), "{wire}");
+        check_field_wire(&wire, 78);
+    }
+
+    #[test]
+    fn structured_headers_stay_plain() {
+        let url = format!("<https://example.test/u/{}>", "t".repeat(MAX_WORD));
+        let value = format!("<mailto:u@example.test>,  {url}");
+        let payload = serde_json::json!({
+            "to": ["bob@example.test"],
+            "text": "hi",
+            "headers": {"List-Unsubscribe": value, "X-Note": value},
+        });
+        let request =
+            crate::mail::outbound::parse(payload.to_string().as_bytes(), &Default::default())
+                .unwrap();
+
+        let built = build(&request, "account@example.test", "example.test").unwrap();
+        let wire = String::from_utf8(built.bytes).unwrap();
+        let unfolded = wire.replace("\r\n ", " ");
+
+        assert!(
+            unfolded.contains(&format!("\r\nList-Unsubscribe: {value}\r\n")),
+            "{wire}"
+        );
+        assert!(
+            unfolded.contains("\r\nX-Note: <mailto:u@example.test>, =?utf-8?b?"),
+            "{wire}"
+        );
+    }
+
+    #[test]
+    fn generated_subjects_read_back() {
+        let mut rng = StdRng::seed_from_u64(2047);
+
+        for _ in 0..3000 {
+            let value = generated_text(&mut rng);
+            let wire = header_wire("Subject", &value);
+
+            check_field_wire(&wire, 78);
+            assert_eq!(subject_read_back(&wire), value, "{wire}");
+        }
+    }
+
+    #[test]
+    fn generated_display_names_read_back() {
+        let mut rng = StdRng::seed_from_u64(6532);
+        // Long ASCII names with runs of spaces become quoted-strings that
+        // fold inside the quotes.
+        let quoted = [
+            "a  b  c  d  e  f  g  h  i  j  k  l  m  n  o  p  q  r  s  t  u  v  w  x  y  z",
+            "Doe,  John (Sales)   Doe,  John (Sales)   Doe,  John (Sales)   Doe,  John (Sales)",
+        ];
+        let names = quoted
+            .map(str::to_owned)
+            .into_iter()
+            .chain((0..2000).map(|_| generated_text(&mut rng)));
+
+        for name in names {
+            let payload = serde_json::json!({
+                "from": {"name": name, "address": "from@example.test"},
+                "to": [{"name": name, "address": "to@example.test"}, "bob@example.test"],
+                "text": "hi",
+            });
+            let request =
+                crate::mail::outbound::parse(payload.to_string().as_bytes(), &Default::default())
+                    .unwrap();
+            let built = build(&request, "account@example.test", "example.test").unwrap();
+            let message = MessageParser::default().parse(&built.bytes).unwrap();
+            let wire = String::from_utf8_lossy(&built.bytes);
+
+            let expected = request.from().unwrap().name();
+            let from = message.from().unwrap().first().unwrap();
+            assert_eq!(from.name(), expected, "{wire}");
+            let to: Vec<_> = message.to().unwrap().iter().collect();
+            assert_eq!(to.len(), 2, "{wire}");
+            assert_eq!(to[0].name(), expected, "{wire}");
+            assert_eq!(to[1].address(), Some("bob@example.test"), "{wire}");
+        }
+    }
+
+    #[test]
+    fn generated_extra_headers_read_back() {
+        let mut rng = StdRng::seed_from_u64(5322);
+        let long_name = format!("X-{}", "Long".repeat(15));
+
+        for _ in 0..1000 {
+            let value = generated_text(&mut rng);
+            for name in ["Comments", "X-Ticket", long_name.as_str()] {
+                let wire = header_wire(name, &value);
+
+                // Past a long name, the first encoded-word still contains
+                // at least one character, so only continuation lines keep
+                // to 78 octets.
+                let max_line = if name == long_name { 998 } else { 78 };
+                check_field_wire(&wire, max_line);
+                assert_eq!(unstructured_read_back(&wire), value, "{wire}");
+            }
+        }
     }
 }

@@ -107,11 +107,17 @@ fn allowed(field: &str, name: &str) -> Result<(), Rejection> {
     ))
 }
 
-fn check_structured(field: &str, header: &Header) -> Result<(), Rejection> {
-    let structured = STRUCTURED
+/// True for a field in [`STRUCTURED`], compared without regard to case.
+/// Validation keeps its value ASCII, so the MIME builder writes it as it
+/// is, never as encoded-words.
+pub fn is_structured_header(name: &str) -> bool {
+    STRUCTURED
         .iter()
-        .any(|name| name.eq_ignore_ascii_case(&header.name));
-    if !structured {
+        .any(|structured| structured.eq_ignore_ascii_case(name))
+}
+
+fn check_structured(field: &str, header: &Header) -> Result<(), Rejection> {
+    if !is_structured_header(&header.name) {
         return Ok(());
     }
 

@@ -21,6 +21,7 @@ mod syntax;
 pub use address::Mailbox;
 pub use attachment::DecodedAttachment;
 pub use document::{Address, Attachment, Header, OutboundMail};
+pub use headers::is_structured_header;
 
 use document::Object;
 pub use rejection::{RejectReason, Rejection};
