@@ -3,6 +3,7 @@
 //! afterwards.
 
 mod brokers;
+mod coordination;
 mod keys;
 mod logging;
 mod problems;

@@ -140,7 +140,7 @@ type LeaseItem = (
 
 /// What woke the lease loop.
 enum Wake {
-    Lease(Option<LeaseItem>),
+    Lease(Box<Option<LeaseItem>>),
     Balance,
     Stop,
 }
@@ -352,12 +352,12 @@ impl Leases {
         let mut stopped = self.stopped.clone();
         loop {
             let wake = tokio::select! {
-                item = session.deliveries.next() => Wake::Lease(item),
+                item = session.deliveries.next() => Wake::Lease(Box::new(item)),
                 _ = balance.tick() => Wake::Balance,
                 _ = stopped.wait_for(|stop| *stop) => Wake::Stop,
             };
             let item = match wake {
-                Wake::Lease(item) => item,
+                Wake::Lease(item) => *item,
                 Wake::Balance => {
                     if let Err(err) = self.balance(&mut session).await {
                         return Some(err.to_string());
