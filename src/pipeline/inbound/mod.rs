@@ -41,6 +41,9 @@ const RECONNECT_CAP: Duration = Duration::from_secs(5 * 60);
 /// watch reconnect in a tight loop.
 const RENEW_PAUSE: Duration = Duration::from_secs(1);
 
+/// Time a sign-in may take before the mailbox counts as not ready.
+const SIGN_IN_GRACE: Duration = Duration::from_secs(5);
+
 /// Everything a mailbox watch shares with the rest of its pipeline.
 #[derive(Clone)]
 pub struct Shared {
@@ -139,6 +142,7 @@ impl MailboxWatch {
                         pipeline = %self.shared.pipeline, mailbox = %self.mailbox,
                         "Access token due for refresh; signing in again"
                     );
+
                     self.sleep(RENEW_PAUSE).await;
                 }
                 Err(WatchError::Shutdown) => break,
@@ -207,7 +211,7 @@ impl MailboxWatch {
     /// Runs one IMAP session: sign in, select, then alternate between
     /// catching up and waiting.
     async fn session(&mut self, backoff: &mut Backoff) -> Result<Exit, WatchError> {
-        let mut session = self.shared.connector.connect().await?;
+        let mut session = self.connect().await?;
         self.signed_in_with = Some(session.access_token().clone());
         self.move_to = self.move_target(&mut session).await?;
         let selected = session.select(&self.mailbox).await?;
@@ -231,6 +235,24 @@ impl MailboxWatch {
             }
             return Ok(exit);
         }
+    }
+
+    /// Opens a session. A sign-in that takes longer than [`SIGN_IN_GRACE`],
+    /// as when the token endpoint hangs, marks the mailbox not ready, since
+    /// no mail is watched meanwhile; a quick renewal does not.
+    async fn connect(&self) -> Result<Session, WatchError> {
+        let connecting = self.shared.connector.connect();
+        tokio::pin!(connecting);
+        tokio::select! {
+            result = &mut connecting => return Ok(result?),
+            () = tokio::time::sleep(SIGN_IN_GRACE) => {}
+        }
+        let reason = format!(
+            "signing in to the IMAP server has taken more than {} s",
+            SIGN_IN_GRACE.as_secs()
+        );
+        self.shared.readiness.not_ready(&self.component(), reason);
+        Ok(connecting.await?)
     }
 
     /// Returns the mailbox that `move` moves mail to: the configured one,
