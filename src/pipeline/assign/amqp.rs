@@ -100,6 +100,7 @@ impl AmqpAssigner {
             events,
             checkpoints: checkpoints.clone(),
             held: BTreeMap::new(),
+            share: usize::MAX,
             stopped,
         };
         let task = tokio::spawn(leases.run());
@@ -152,6 +153,9 @@ struct Leases {
     events: mpsc::UnboundedSender<Event>,
     checkpoints: Checkpoints,
     held: BTreeMap<String, Held>,
+    /// Mailboxes this replica watches at most: all of them over the
+    /// replicas, rounded up, as last counted.
+    share: usize,
     stopped: watch::Receiver<bool>,
 }
 
@@ -179,7 +183,7 @@ impl Leases {
             if *self.stopped.borrow() {
                 break;
             }
-            let session = match self.connect().await {
+            let mut session = match self.connect().await {
                 Ok(session) => session,
                 Err(err) => {
                     let delay = backoff.next_delay();
@@ -204,10 +208,12 @@ impl Leases {
                 mailboxes = self.scope.mailboxes.len(),
                 "Joined the mailbox leases"
             );
-            let reason = self.serve(session).await;
+            let reason = self.serve(&mut session).await;
             // The broker requeued the leases of a lost connection, so the
-            // watches must stop before another replica starts them.
+            // watches must stop before another replica starts them, and a
+            // connection still open must close to hand the leases on.
             self.release_all().await;
+            close(&session.link).await;
             match reason {
                 None => break,
                 Some(reason) => {
@@ -292,6 +298,21 @@ impl Leases {
             generation: 0,
             _member: member,
         };
+        let lined_up = match self.balance(&mut session).await {
+            Ok(()) => self.line_up(&mut session).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = lined_up {
+            close(&session.link).await;
+            return Err(err);
+        }
+
+        Ok(session)
+    }
+
+    /// Declares each lease queue, puts a lease message into it and
+    /// consumes it.
+    async fn line_up(&self, session: &mut Session) -> Result<(), AssignError> {
         for mailbox in self.scope.mailboxes.clone() {
             let queue = lease_queue(&self.scope.group, &mailbox);
             session
@@ -307,10 +328,10 @@ impl Leases {
                 .map_err(|err| {
                     self.broker_error(Some(&session.link), &format!("publish to {queue}"), &err)
                 })?;
-            self.subscribe(&mut session, &mailbox).await?;
+            self.subscribe(session, &mailbox).await?;
         }
 
-        Ok(session)
+        Ok(())
     }
 
     /// Consumes the lease queue of `mailbox`, at the end of its line.
@@ -347,7 +368,7 @@ impl Leases {
 
     /// Serves leases until the loop stops (`None`) or the connection
     /// fails (the reason).
-    async fn serve(&mut self, mut session: Session) -> Option<String> {
+    async fn serve(&mut self, session: &mut Session) -> Option<String> {
         let mut balance = tokio::time::interval(BALANCE_INTERVAL);
         let mut stopped = self.stopped.clone();
         loop {
@@ -359,7 +380,7 @@ impl Leases {
             let item = match wake {
                 Wake::Lease(item) => *item,
                 Wake::Balance => {
-                    if let Err(err) = self.balance(&mut session).await {
+                    if let Err(err) = self.balance(session).await {
                         return Some(err.to_string());
                     }
                     if let Err(err) = self.renew(&session.link, &session.publish).await {
@@ -367,20 +388,17 @@ impl Leases {
                     }
                     continue;
                 }
-                Wake::Stop => {
-                    self.release_all().await;
-                    let _ = session
-                        .link
-                        .connection
-                        .close(200, "mailbridge stopping")
-                        .await;
-                    return None;
-                }
+                Wake::Stop => return None,
             };
             match item {
                 Some((mailbox, Some(Ok(delivery)))) => {
                     let tag = session.tags.get(&mailbox).cloned().unwrap_or_default();
-                    if let Err(err) = self.take(tag, mailbox, delivery).await {
+                    let full = self.held.len() >= self.share;
+                    let taken = match full && !self.held.contains_key(&mailbox) {
+                        true => self.pass(session, &mailbox, delivery.acker).await,
+                        false => self.take(tag, mailbox, delivery).await,
+                    };
+                    if let Err(err) = taken {
                         return Some(err.to_string());
                     }
                 }
@@ -457,6 +475,7 @@ impl Leases {
             })?;
         let replicas = (queue.consumer_count() as usize).max(1);
         let share = self.scope.mailboxes.len().div_ceil(replicas);
+        self.share = share;
         let extra = self.held.len().saturating_sub(share);
         if extra == 0 {
             return Ok(());
@@ -494,6 +513,34 @@ impl Leases {
         info!(
             pipeline = %self.scope.pipeline, group = %self.scope.group, mailbox = %mailbox,
             "Handed the lease of a mailbox over"
+        );
+        Ok(())
+    }
+
+    /// Gives a lease this replica has no room for to the next consumer in
+    /// line, without watching the mailbox, and lines up again.
+    async fn pass(
+        &mut self,
+        session: &mut Session,
+        mailbox: &str,
+        acker: Acker,
+    ) -> Result<(), AssignError> {
+        let tag = session.tags.get(mailbox).cloned().unwrap_or_default();
+        let fail =
+            |action: &str, err: lapin::Error| self.broker_error(Some(&session.link), action, &err);
+        session
+            .consume
+            .basic_cancel(&tag, BasicCancelOptions::default())
+            .await
+            .map_err(|err| fail("cancel a lease consumer", err))?;
+        acker
+            .reject(BasicRejectOptions { requeue: true })
+            .await
+            .map_err(|err| fail("requeue a lease", err))?;
+        self.subscribe(session, mailbox).await?;
+        tracing::debug!(
+            pipeline = %self.scope.pipeline, mailbox = %mailbox, share = self.share,
+            "Passed a lease on: this replica holds its share"
         );
         Ok(())
     }
@@ -542,6 +589,13 @@ fn durable() -> QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     }
+}
+
+/// Closes the lease connection, which requeues every lease message it
+/// holds, so that the next replica in line takes them.
+async fn close(link: &AmqpLink) {
+    let closing = link.connection.close(200, "mailbridge hands its leases on");
+    let _ = tokio::time::timeout(OPERATION_TIMEOUT, closing).await;
 }
 
 /// Arguments of a lease queue: one active consumer, and at most one

@@ -84,6 +84,7 @@ async fn share_mailboxes(kind: Kind) {
         append_round(&user, &run, &mailboxes, index..index + 1, &mut appended).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         if round == ROUNDS / 2 - 1 {
+            wait_until_holding(&setups[0]).await;
             bridges[0].take().expect("first replica").kill().await;
             killed_at = Some(Utc::now());
             bridges.push(Some(setups[REPLICAS].start()));
@@ -135,7 +136,8 @@ async fn share_mailboxes(kind: Kind) {
         .collect();
     assert!(
         !held_at_kill.is_empty(),
-        "{kind:?}: the killed replica held no mailbox"
+        "{kind:?}: the killed replica held no mailbox; its coordination log:\n{}",
+        coordination_log(&setups[0].log())
     );
     for mailbox in &held_at_kill {
         let taken_over = watched_by[*mailbox]
@@ -162,6 +164,29 @@ async fn share_mailboxes(kind: Kind) {
     );
     for setup in &setups {
         setup.assert_log_has_no_token();
+    }
+}
+
+/// Waits until the replica of `setup` watches a mailbox, so that the kill
+/// moves some.
+async fn wait_until_holding(setup: &Setup) {
+    let started = Instant::now();
+    loop {
+        let metrics = setup.metrics().await;
+        let held = metrics
+            .lines()
+            .filter(|line| line.starts_with("mailbridge_mailbox_assigned{"))
+            .filter(|line| line.ends_with(" 1"))
+            .count();
+        if held > 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the replica watched no mailbox for 60 s; its coordination log:\n{}",
+            coordination_log(&setup.log())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -362,4 +387,18 @@ fn assert_no_overlap(mailbox: &str, intervals: &[Interval], kind: Kind) {
             second.replica
         );
     }
+}
+
+/// The warnings and the coordination events of a JSON log, for failure
+/// messages.
+fn coordination_log(log: &str) -> String {
+    let wanted = |line: &&str| {
+        line.contains("\"WARN\"")
+            || line.contains("\"ERROR\"")
+            || line.contains("lease")
+            || line.contains("replica")
+            || line.contains("partition")
+    };
+    let lines: Vec<&str> = log.lines().filter(wanted).collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
 }
