@@ -34,6 +34,7 @@ use crate::broker::kafka::context::Context as LogContext;
 use crate::broker::kafka::failure::classify;
 use crate::broker::kafka::settings::Settings;
 use crate::config::Kafka;
+use crate::telemetry::Readiness;
 pub use checkpoints::Checkpoints;
 pub use partition::partition_of;
 
@@ -60,6 +61,8 @@ struct Names {
 /// Member of the consumer group of one pipeline.
 pub struct KafkaAssigner {
     names: Names,
+    readiness: Readiness,
+    component: String,
     checkpoints: Checkpoints,
     stop: Arc<AtomicBool>,
     stopped: oneshot::Receiver<()>,
@@ -96,10 +99,13 @@ impl KafkaAssigner {
             assignment: assignment_topic,
             checkpoints: checkpoint_topic,
         };
+        // NOTE: the partition count is read once, at start. After partitions
+        // are added to the assignment topic, replicas started before and
+        // after place mailboxes differently until every replica restarted.
         let mut waiting = shutdown.clone();
         let partitions = tokio::select! {
             partitions = topics.prepare(&producer_settings, &checkpoints, scope.partitions) => partitions?,
-            _ = waiting.wait_for(|stop| *stop) => return Err(names.broker_error("shutting down")),
+            () = shutdown_requested(&mut waiting) => return Err(names.broker_error("shutting down")),
         };
         tracing::info!(
             broker = %names.broker,
@@ -113,7 +119,7 @@ impl KafkaAssigner {
         let stop = Arc::new(AtomicBool::new(false));
         let reader = checkpoints::Reader {
             topic: topics.checkpoints.clone(),
-            config: reader_config(settings),
+            config: reader_config(settings, &scope.group),
             settings: Arc::clone(&producer_settings),
             broker: names.broker.clone(),
         };
@@ -125,10 +131,13 @@ impl KafkaAssigner {
             stop: Arc::clone(&stop),
             shutdown,
         };
+        let (readiness, component) = (scope.readiness.clone(), scope.component());
         let stopped = join_group(scope, settings, &producer_settings, parts)?;
 
         Ok(Self {
             names,
+            readiness,
+            component,
             checkpoints,
             stop,
             stopped,
@@ -141,7 +150,8 @@ impl KafkaAssigner {
     }
 
     /// Leaves the group: the revocation releases every held mailbox and
-    /// waits for the answers, then the group thread ends.
+    /// waits for the answers, then the group thread ends. The readiness
+    /// component goes away with it.
     pub async fn close(self) {
         self.stop.store(true, Ordering::SeqCst);
 
@@ -157,6 +167,7 @@ impl KafkaAssigner {
                 ),
             }
         }
+        self.readiness.remove(&self.component);
         tracing::info!(pipeline = %names.pipeline, group = %names.group, "Left the coordination group");
     }
 }
@@ -179,6 +190,14 @@ fn by_partition(mailboxes: &[String], partitions: u32) -> HashMap<i32, Vec<Strin
     }
 
     groups
+}
+
+/// Waits until `shutdown` becomes true; never returns once its sender is
+/// dropped without that.
+async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Returns the assignment and checkpoint topics of `group`.
@@ -224,12 +243,32 @@ impl Topics {
         checkpoints: &Checkpoints,
         partitions: NonZeroU32,
     ) -> Result<NonZeroU32, AssignError> {
-        self.create(settings, partitions).await;
+        if !self.exist(checkpoints).await {
+            self.create(settings, partitions).await;
+        }
         self.partition_count(settings, checkpoints, &self.checkpoints)
             .await?;
 
         self.partition_count(settings, checkpoints, &self.assignment)
             .await
+    }
+
+    /// Tells whether both topics exist. The request names no topic, so
+    /// that it creates none where the cluster creates topics on request.
+    async fn exist(&self, checkpoints: &Checkpoints) -> bool {
+        let producer = checkpoints.producer().clone();
+        let wanted = [self.assignment.clone(), self.checkpoints.clone()];
+        let listed = tokio::task::spawn_blocking(move || {
+            let metadata = producer.client().fetch_metadata(None, METADATA_TIMEOUT)?;
+            let exist = wanted.iter().all(|name| {
+                let mut topics = metadata.topics().iter();
+                topics
+                    .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+            });
+            Ok::<_, KafkaError>(exist)
+        });
+
+        matches!(listed.await, Ok(Ok(true)))
     }
 
     /// Creates the topics with the Admin API. A failure only logs: the
@@ -368,11 +407,12 @@ fn group_config(kafka: &Kafka, group: &str) -> ClientConfig {
     config
 }
 
-/// Configuration of the checkpoint reader, which belongs to no group.
-fn reader_config(kafka: &Kafka) -> ClientConfig {
+/// Configuration of the checkpoint reader. librdkafka needs a `group.id`
+/// for `assign`, but the reader never joins that group nor commits to it.
+fn reader_config(kafka: &Kafka, group: &str) -> ClientConfig {
     let mut config = client_config(kafka);
     config
-        .remove("group.id")
+        .set("group.id", format!("{group}.checkpoint-reader"))
         .remove("group.instance.id")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
@@ -464,11 +504,12 @@ mod tests {
     }
 
     #[test]
-    fn reader_config_has_no_group() {
+    fn reader_config_has_own_group() {
         let properties = [("group.id", "other"), ("group.instance.id", "replica-1")];
-        let config = reader_config(&kafka(&properties));
+        let config = reader_config(&kafka(&properties), "mailbridge-inbound-support");
 
-        assert_eq!(config.get("group.id"), None);
+        let group = Some("mailbridge-inbound-support.checkpoint-reader");
+        assert_eq!(config.get("group.id"), group);
         assert_eq!(config.get("group.instance.id"), None);
         assert_eq!(config.get("enable.auto.commit"), Some("false"));
         assert_eq!(config.get("enable.partition.eof"), Some("true"));

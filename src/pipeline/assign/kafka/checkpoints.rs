@@ -128,8 +128,8 @@ impl Checkpoints {
     }
 }
 
-/// Reads the current checkpoints, with a consumer outside any group that
-/// commits nothing.
+/// Reads the current checkpoints, with a consumer that assigns itself the
+/// partitions and commits nothing.
 pub(super) struct Reader {
     pub(super) topic: String,
     /// Holds secret values: never log it, and never print it with Debug.
