@@ -15,11 +15,11 @@ use tokio::sync::{mpsc, watch};
 use crate::records::create_topic_with;
 use crate::support::{stack, unique};
 
-/// Time for a join or rebalance; each join on the mock broker waits 3 s.
+/// Time for a join or rebalance. Each join on the mock broker waits 3 s.
 const REBALANCE_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// Over 3 partitions: INBOX, Sent and Archive on 2, Junk and Drafts on
-/// 0, Trash on 1, so each replica holds some.
+/// 0, Trash on 1, so each replica gets some.
 const MAILBOXES: [&str; 6] = ["INBOX", "Sent", "Archive", "Junk", "Drafts", "Trash"];
 
 /// Mailboxes a replica holds, and the checkpoints its acquires carried.
@@ -30,7 +30,7 @@ struct Held {
     releases: usize,
 }
 
-/// Answers every release at once and records what the replica holds.
+/// Confirms every release at once and records what the replica holds.
 fn follow(mut events: mpsc::UnboundedReceiver<Event>) -> Arc<Mutex<Held>> {
     let held = Arc::new(Mutex::new(Held::default()));
     let state = Arc::clone(&held);

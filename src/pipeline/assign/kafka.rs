@@ -1,7 +1,7 @@
 //! Coordination through Kafka. The replicas of a pipeline join consumer
-//! group `{group}` on the assignment topic `{group}.assignment`, and a
-//! replica watches the mailboxes of the partitions it is assigned; see
-//! [`partition_of`]. Nothing is produced to that topic, and the group
+//! group `{group}` on the assignment topic `{group}.assignment`. A replica
+//! watches the mailboxes of the partitions it is assigned, as
+//! [`partition_of`] places them. Nothing is produced to that topic, and the group
 //! commits no offsets. The checkpoints live in the compacted topic
 //! `{group}.checkpoints`.
 //!
@@ -47,7 +47,7 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Interval of the log line while close waits for the group to let go.
 const CLOSE_NOTICE: Duration = Duration::from_secs(30);
 
-/// Eager strategy of the group; see the module documentation.
+/// Eager strategy of the group, as the module documentation explains.
 const ASSIGNMENT_STRATEGY: &str = "roundrobin";
 
 /// Names for logs and errors.
@@ -86,7 +86,8 @@ impl KafkaAssigner {
         scope.readiness.not_ready(&scope.component(), reason);
 
         let (assignment_topic, checkpoint_topic) = topic_names(&scope.group);
-        let producer_settings = Settings::new(&scope.broker, settings).map_err(config_error)?;
+        let producer_settings = Settings::new(&scope.broker, settings)
+            .map_err(|err| config_error(&scope.broker, err))?;
         let producer_settings = Arc::new(producer_settings);
         let checkpoints = Checkpoints::create(
             names.clone(),
@@ -150,7 +151,8 @@ impl KafkaAssigner {
     }
 
     /// Leaves the group: the revocation releases every held mailbox and
-    /// waits for the answers, then the group thread ends. The readiness
+    /// waits until the pipeline confirmed each release, then the group
+    /// thread ends. The readiness
     /// component goes away with it.
     pub async fn close(self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -192,8 +194,8 @@ fn by_partition(mailboxes: &[String], partitions: u32) -> HashMap<i32, Vec<Strin
     groups
 }
 
-/// Waits until `shutdown` becomes true; never returns once its sender is
-/// dropped without that.
+/// Waits until `shutdown` becomes true. It never returns when the sender
+/// is dropped before that.
 async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
     if shutdown.wait_for(|stop| *stop).await.is_err() {
         std::future::pending::<()>().await;
@@ -208,20 +210,17 @@ fn topic_names(group: &str) -> (String, String) {
     )
 }
 
-/// Maps an error of the producer settings to the assigner's.
-fn config_error(err: PublishError) -> AssignError {
+/// Maps an error of the client settings of broker `broker`, which is a
+/// configuration error, to the assigner's.
+fn config_error(broker: &str, err: PublishError) -> AssignError {
     match err {
-        PublishError::Config {
-            broker,
-            reason,
-            fix,
-        } => AssignError::Config {
-            broker,
+        PublishError::Config { reason, fix, .. } => AssignError::Config {
+            broker: broker.to_owned(),
             reason,
             fix,
         },
         other => AssignError::Broker {
-            broker: String::new(),
+            broker: broker.to_owned(),
             reason: other.to_string(),
         },
     }
@@ -274,7 +273,7 @@ impl Topics {
     /// Creates the topics with the Admin API. A failure only logs: the
     /// topics may exist already, or the cluster creates them on first use
     /// (a broker without the Admin API, such as librdkafka's mock cluster,
-    /// does that), and the metadata request after this tells.
+    /// does that). The metadata request after this shows which is true.
     async fn create(&self, settings: &Settings, partitions: NonZeroU32) {
         let names = &self.names;
         let admin: AdminClient<LogContext> = match settings
@@ -436,7 +435,7 @@ fn join_group(
     let context = group::Context::new(scope, parts);
     let client: group::Client = config
         .create_with_context(context)
-        .map_err(|err| config_error(settings.creation_error(&broker, &err)))?;
+        .map_err(|err| config_error(&broker, settings.creation_error(&broker, &err)))?;
     let subscribed = client.subscribe(&[&topic]);
     subscribed.map_err(|err| AssignError::Broker {
         broker: broker.clone(),

@@ -20,10 +20,10 @@ use super::{METADATA_TIMEOUT, Names};
 use crate::broker::kafka::context::Context as LogContext;
 use crate::broker::kafka::settings::{DEFAULT_MESSAGE_TIMEOUT, Settings};
 
-/// Longest time for reading the topic to its end.
+/// Maximum time for reading the topic to its end.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest wait of one poll while reading.
+/// Maximum wait of one poll while reading.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Time allowed past the message timeout for librdkafka's own report, as
@@ -40,7 +40,7 @@ struct Inner {
     names: Names,
     topic: String,
     producer: FutureProducer<LogContext>,
-    /// Producer settings; used here to redact librdkafka's messages.
+    /// Producer settings, which also redact librdkafka's messages.
     settings: Arc<Settings>,
 }
 
@@ -54,7 +54,9 @@ impl Checkpoints {
         let producer = settings
             .config
             .create_with_context(LogContext::new(&names.broker))
-            .map_err(|err| super::config_error(settings.creation_error(&names.broker, &err)))?;
+            .map_err(|err| {
+                super::config_error(&names.broker, settings.creation_error(&names.broker, &err))
+            })?;
         let inner = Inner {
             names,
             topic,
@@ -178,7 +180,7 @@ impl Reader {
                     // librdkafka retries on its own until the deadline.
                     let error = self.redact(&err);
                     tracing::debug!(broker = %self.broker, topic = %self.topic, error,
-                        "Error while reading checkpoints");
+                        "Failed to fetch checkpoints, retrying");
                 }
             }
         }
@@ -186,7 +188,7 @@ impl Reader {
         Ok(latest)
     }
 
-    /// Assigns every partition that holds records, from its low watermark,
+    /// Assigns every partition that contains records, from its low watermark,
     /// and returns the high watermark of each.
     fn assign_all(
         &self,

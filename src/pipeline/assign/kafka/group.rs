@@ -23,10 +23,10 @@ use crate::broker::kafka::context::Context as LogContext;
 /// The group's consumer.
 pub(super) type Client = BaseConsumer<Context>;
 
-/// Longest wait of one poll, and so the delay of a stop.
+/// Maximum wait of one poll, and so the delay of a stop.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// First and longest pause between attempts to read the checkpoints.
+/// First and maximum pause between attempts to read the checkpoints.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -45,7 +45,7 @@ pub(super) struct Context {
     shutdown: watch::Receiver<bool>,
 }
 
-/// What the context needs besides the scope.
+/// Parts of the context other than the scope.
 pub(super) struct Parts {
     pub(super) topic: String,
     pub(super) partitions: HashMap<i32, Vec<String>>,
@@ -93,7 +93,9 @@ impl Context {
     }
 
     /// Releases the held mailboxes of the revoked partitions and waits
-    /// until the pipeline answered for each, or dropped the answer.
+    /// until the pipeline confirmed each release or dropped its sender. A wait
+    /// longer than `max.poll.interval.ms` (librdkafka default 300 s) makes
+    /// the member leave the group, which starts another rebalance.
     fn release(&self, client: &Client, list: &TopicPartitionList) {
         let lost = client.assignment_lost();
         let mut released = Vec::new();
@@ -204,8 +206,8 @@ impl Context {
         }
     }
 
-    /// Sleeps for `pause` in short steps; returns whether the assigner
-    /// stopped or the process shuts down meanwhile.
+    /// Sleeps for `pause` in short steps. Returns whether the assigner
+    /// stopped or the process started to shut down meanwhile.
     fn sleep_unless_stopped(&self, pause: Duration) -> bool {
         let mut left = pause;
         while !left.is_zero() {
@@ -263,7 +265,7 @@ impl ConsumerContext for Context {
 pub(super) fn run(client: Client, stop: Arc<AtomicBool>, stopped: oneshot::Sender<()>) {
     while !stop.load(Ordering::SeqCst) {
         match client.poll(POLL_INTERVAL) {
-            // Nothing is produced to the assignment topic; a stray record
+            // Nothing is produced to the assignment topic, so a stray record
             // carries no meaning.
             None | Some(Ok(_)) | Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(err)) => report(&client, &err),
@@ -275,7 +277,7 @@ pub(super) fn run(client: Client, stop: Arc<AtomicBool>, stopped: oneshot::Sende
     let _ = stopped.send(());
 }
 
-/// Logs a consumer error; a fatal one marks the assigner not ready.
+/// Logs a consumer error. A fatal one also marks the assigner not ready.
 fn report(client: &Client, err: &KafkaError) {
     let context = client.context();
     let error = context.reader.settings.redact(&err.to_string());
