@@ -64,14 +64,44 @@ pub struct KafkaAssigner {
     readiness: Readiness,
     component: String,
     checkpoints: Checkpoints,
-    stop: Arc<AtomicBool>,
+    /// Stops the group thread when dropped, also without close.
+    stop: StopOnDrop,
     stopped: oneshot::Receiver<()>,
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 impl KafkaAssigner {
     /// Creates the topics when missing, reads the partition count of the
-    /// assignment topic and joins the group on a thread of its own.
+    /// assignment topic and joins the group on a thread of its own. A
+    /// failure also marks the assigner not ready, with the error.
     pub async fn start(
+        scope: Scope,
+        settings: &Kafka,
+        events: mpsc::UnboundedSender<Event>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, AssignError> {
+        let (readiness, component) = (scope.readiness.clone(), scope.component());
+        readiness.not_ready(
+            &component,
+            format!("joining consumer group {}", scope.group),
+        );
+
+        let started = Self::join(scope, settings, events, shutdown).await;
+        if let Err(err) = &started {
+            readiness.not_ready(&component, err.to_string());
+        }
+        started
+    }
+
+    async fn join(
         scope: Scope,
         settings: &Kafka,
         events: mpsc::UnboundedSender<Event>,
@@ -82,9 +112,6 @@ impl KafkaAssigner {
             pipeline: scope.pipeline.clone(),
             group: scope.group.clone(),
         };
-        let reason = format!("joining consumer group {}", scope.group);
-        scope.readiness.not_ready(&scope.component(), reason);
-
         let (assignment_topic, checkpoint_topic) = topic_names(&scope.group);
         let producer_settings = Settings::new(&scope.broker, settings)
             .map_err(|err| config_error(&scope.broker, err))?;
@@ -140,7 +167,7 @@ impl KafkaAssigner {
             readiness,
             component,
             checkpoints,
-            stop,
+            stop: StopOnDrop(stop),
             stopped,
         })
     }
@@ -152,10 +179,9 @@ impl KafkaAssigner {
 
     /// Leaves the group: the revocation releases every held mailbox and
     /// waits until the pipeline confirmed each release, then the group
-    /// thread ends. The readiness
-    /// component goes away with it.
+    /// thread ends. The readiness component goes away with it.
     pub async fn close(self) {
-        self.stop.store(true, Ordering::SeqCst);
+        drop(self.stop);
 
         let names = &self.names;
         let mut stopped = self.stopped;
