@@ -282,10 +282,10 @@ impl Topics {
     /// that it creates none where the cluster creates topics on request.
     async fn exist(&self, checkpoints: &Checkpoints) -> bool {
         let producer = checkpoints.producer().clone();
-        let wanted = [self.assignment.clone(), self.checkpoints.clone()];
+        let expected = [self.assignment.clone(), self.checkpoints.clone()];
         let listed = tokio::task::spawn_blocking(move || {
             let metadata = producer.client().fetch_metadata(None, METADATA_TIMEOUT)?;
-            let exist = wanted.iter().all(|name| {
+            let exist = expected.iter().all(|name| {
                 let mut topics = metadata.topics().iter();
                 topics
                     .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
@@ -364,12 +364,12 @@ impl Topics {
         topic: &str,
     ) -> Result<NonZeroU32, AssignError> {
         let producer = checkpoints.producer().clone();
-        let wanted = topic.to_owned();
+        let name = topic.to_owned();
         let fetched = tokio::task::spawn_blocking(move || {
             let metadata = producer
                 .client()
-                .fetch_metadata(Some(&wanted), METADATA_TIMEOUT)?;
-            let found = metadata.topics().iter().find(|t| t.name() == wanted);
+                .fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
+            let found = metadata.topics().iter().find(|t| t.name() == name);
             Ok::<_, KafkaError>(found.map(|t| (t.error(), t.partitions().len())))
         })
         .await;
