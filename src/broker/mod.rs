@@ -11,7 +11,7 @@
 mod amqp;
 pub mod consume;
 mod error;
-mod kafka;
+pub(crate) mod kafka;
 mod stdout;
 
 use std::fmt;

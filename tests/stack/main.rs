@@ -13,6 +13,7 @@ mod support;
 
 mod accounts;
 mod amqp;
+mod assign_kafka;
 mod authorize;
 mod certificates;
 mod check;

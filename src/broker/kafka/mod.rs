@@ -5,9 +5,9 @@
 //! of each partition in order and without duplicates across librdkafka's
 //! internal retries.
 
-pub(super) mod context;
-pub(super) mod failure;
-pub(super) mod settings;
+pub(crate) mod context;
+pub(crate) mod failure;
+pub(crate) mod settings;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -86,7 +86,7 @@ impl Sink {
     }
 
     /// Enqueues every record of `batch`, then waits for all delivery reports.
-    pub(crate) async fn publish<T: Outgoing>(&self, batch: &[T]) -> Result<(), PublishError> {
+    pub(super) async fn publish<T: Outgoing>(&self, batch: &[T]) -> Result<(), PublishError> {
         let producer = self.producer();
         let timeout = self.settings.message_timeout;
         let deadline = Instant::now() + timeout.unwrap_or(DEFAULT_MESSAGE_TIMEOUT);
