@@ -23,6 +23,17 @@ pub(crate) use amqp::Link as AmqpLink;
 pub use consume::{Assignment, ConsumeError, Consumer, Delivery, Headers, Position, Source};
 pub use error::PublishError;
 
+/// Returns `broker` for a publisher whose caller awaits each record alone,
+/// such as the outbound pipeline's status and dead-letter publishers. A
+/// Kafka producer then sends each record at once, unless the broker's
+/// properties set `linger.ms` or `queue.buffering.max.ms`.
+pub fn unbatched(broker: &config::Broker) -> config::Broker {
+    match broker {
+        config::Broker::Kafka(kafka) => config::Broker::Kafka(kafka::settings::unbatched(kafka)),
+        config::Broker::Amqp(_) => broker.clone(),
+    }
+}
+
 /// Media type of every record.
 pub const CONTENT_TYPE: &str = "application/json";
 

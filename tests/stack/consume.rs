@@ -370,7 +370,9 @@ async fn kafka_slow_caller_gets_every_record() {
     let bootstrap = stack("STACK_KAFKA_BOOTSTRAP");
     let (topic, group) = (unique("consume-slow"), unique("consume-group"));
     create_topic(&topic, 1).await;
-    // More than the consumer queues before it pauses fetching.
+    // More than the consumer queues before it stops polling. Short stops
+    // keep the fetched records, and a stop of more than a second pauses
+    // fetching, which fetches them again on resume.
     let sent = payloads("slow", 120);
     let offsets = produce(&bootstrap, &topic, 0, &sent).await;
     let mut consumer = connect(&stack_kafka(), topic_source(&topic, &group)).await;
@@ -381,7 +383,11 @@ async fn kafka_slow_caller_gets_every_record() {
         received.push(offset(&delivery));
         delivery.finish().await.expect("finish");
         if received.len() % 20 == 0 {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let pause = match received.len() {
+                40 | 80 => Duration::from_millis(1500),
+                _ => Duration::from_millis(300),
+            };
+            tokio::time::sleep(pause).await;
         }
     }
     assert_quiet(&mut consumer).await;

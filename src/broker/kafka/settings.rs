@@ -119,6 +119,22 @@ pub(crate) fn creation_reason(err: &KafkaError, redact: impl Fn(&str) -> String)
     }
 }
 
+/// librdkafka's names of the time a producer waits to fill a batch.
+const LINGER_NAMES: [&str; 2] = ["linger.ms", "queue.buffering.max.ms"];
+
+/// Returns `kafka` with `linger.ms = 0` unless its properties set the
+/// linger. A publisher whose caller awaits each record alone gains nothing
+/// from the wait for a fuller batch, which librdkafka 2.12 sets to 5 ms.
+pub(crate) fn unbatched(kafka: &Kafka) -> Kafka {
+    let mut kafka = kafka.clone();
+    let is_linger = |name: &String| LINGER_NAMES.contains(&name.to_ascii_lowercase().as_str());
+    if !kafka.properties.keys().any(is_linger) {
+        let zero = Property::Plain("0".to_owned());
+        kafka.properties.insert("linger.ms".to_owned(), zero);
+    }
+    kafka
+}
+
 fn is_timeout(name: &str) -> bool {
     TIMEOUT_NAMES.contains(&name.to_ascii_lowercase().as_str())
 }
@@ -191,6 +207,19 @@ mod tests {
         assert_eq!(settings.config.get("client.id"), Some("support-mailbox"));
         assert_eq!(settings.message_timeout, Some(Duration::from_millis(5000)));
         assert_eq!(settings.config.get("acks"), Some("all"));
+    }
+
+    #[test]
+    fn unbatched_sets_linger_unless_given() {
+        let defaulted = unbatched(&kafka(&[]));
+        let configured = unbatched(&kafka(&[("queue.buffering.max.ms", plain("20"))]));
+
+        assert_eq!(defaulted.properties.get("linger.ms"), Some(&plain("0")));
+        assert_eq!(configured.properties.get("linger.ms"), None);
+        assert_eq!(
+            configured.properties.get("queue.buffering.max.ms"),
+            Some(&plain("20"))
+        );
     }
 
     #[test]

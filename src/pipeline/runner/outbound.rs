@@ -10,7 +10,7 @@ use tracing::warn;
 
 use super::{Context, RunError};
 use crate::auth::TokenProvider;
-use crate::broker::Source;
+use crate::broker::{self, Source};
 use crate::broker::{Publisher, Target};
 use crate::config::{Broker, Config, Outbound};
 use crate::pipeline::backoff::Backoff;
@@ -160,15 +160,13 @@ async fn connect(pipeline: &OutboundPipeline, name: &str) -> Option<Publisher> {
             declare: false,
         },
     };
+    // A request finishes only after its status or dead-letter record was
+    // confirmed, so batching these records would delay every request.
+    let broker = broker::unbatched(&pipeline.broker);
     let shared = &pipeline.shared;
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
-        let result = Publisher::connect(
-            &pipeline.broker_name,
-            Some(&pipeline.broker),
-            target.clone(),
-        )
-        .await;
+        let result = Publisher::connect(&pipeline.broker_name, Some(&broker), target.clone()).await;
         let err = match result {
             Ok(publisher) => return Some(publisher),
             Err(err) => err,

@@ -2,11 +2,13 @@
 //! itself, only as far as every received record before the offset is
 //! finished.
 //!
-//! A `BaseConsumer` runs on a thread of its own and polls every 100 ms,
-//! so rebalances and `max.poll.interval.ms` are served however long the
-//! caller takes with a request. Records go to [`Input::next`] through a
-//! channel. Once [`QUEUED_MAX`] wait there, the thread pauses fetching,
-//! and it resumes when half of them were taken.
+//! A `BaseConsumer` runs on a thread of its own, so rebalances and
+//! `max.poll.interval.ms` are served however long the caller takes with a
+//! request. Records go to [`Input::next`] through a channel. Once
+//! [`QUEUED_MAX`] wait there, the thread stops polling until the caller
+//! takes one. When that takes longer than [`HOLD_MAX`], it pauses
+//! fetching and polls every 100 ms, and it resumes fetching when half of
+//! the queued records were taken.
 
 mod context;
 mod offsets;
@@ -16,7 +18,7 @@ mod subscribe;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer as _;
 use rdkafka::error::KafkaError;
@@ -35,8 +37,17 @@ use subscribe::{Subscribe, read_fix};
 /// Longest wait of one poll, and so the delay of a stop.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Records waiting for [`Input::next`] at which fetching pauses.
+/// Records waiting for [`Input::next`] at which polling stops.
 const QUEUED_MAX: usize = 32;
+
+/// Longest wait for room in a full queue before fetching pauses. A pause
+/// drops the records that librdkafka fetched ahead, and the resume fetches
+/// them again only once the broker answers the fetch in flight, which it
+/// holds for up to `fetch.wait.max.ms` (librdkafka 2.12: 500 ms) on caught-up
+/// partitions. A short wait keeps them, so it costs far less than a pause.
+/// The thread does not poll while it waits, which delays rebalances by up
+/// to this much, far below the default `max.poll.interval.ms` of 300 s.
+const HOLD_MAX: Duration = Duration::from_secs(1);
 
 /// Records waiting at which fetching resumes.
 const QUEUED_RESUME: usize = QUEUED_MAX / 2;
@@ -54,6 +65,8 @@ pub(super) struct Input {
     partitions: Arc<Partitions>,
     /// Records sent to `deliveries` and not yet received from it.
     queued: Arc<AtomicUsize>,
+    /// The consumer thread, woken when the caller takes a record.
+    thread: std::thread::Thread,
     /// Stops the thread when set, also when the consumer is dropped
     /// without close.
     stop: StopOnDrop,
@@ -132,18 +145,20 @@ impl Input {
             stop: Arc::default(),
             stopped: stopped_sender,
         };
-        let input = Self {
+        let queued = Arc::clone(&link.queued);
+        let stop = StopOnDrop(Arc::clone(&link.stop));
+
+        let thread = spawn(client, link)?;
+        Ok(Self {
             broker: broker.to_owned(),
             topic,
             deliveries,
             partitions,
-            queued: Arc::clone(&link.queued),
-            stop: StopOnDrop(Arc::clone(&link.stop)),
+            queued,
+            thread,
+            stop,
             stopped,
-        };
-
-        spawn(client, link)?;
-        Ok(input)
+        })
     }
 
     /// Follows whether the group assigned this member its partitions.
@@ -156,6 +171,7 @@ impl Input {
         loop {
             let item = self.deliveries.recv().await?;
             self.queued.fetch_sub(1, Ordering::SeqCst);
+            self.thread.unpark();
 
             if let Ok(Delivery {
                 receipt: DeliveryReceipt::Kafka(receipt),
@@ -224,19 +240,21 @@ fn create(
     Ok((client, partitions))
 }
 
-fn spawn(client: Arc<Client>, link: Link) -> Result<(), ConsumeError> {
+fn spawn(client: Arc<Client>, link: Link) -> Result<std::thread::Thread, ConsumeError> {
     let (broker, origin) = (link.broker.clone(), link.origin.clone());
     let started = std::thread::Builder::new()
         .name("kafka-consumer".into())
         .spawn(move || link.run(client));
 
-    started.map(drop).map_err(|err| ConsumeError::Subscribe {
-        broker,
-        origin,
-        reason: format!("failed to start the consumer thread: {err}"),
-        fix: None,
-        transient: true,
-    })
+    started
+        .map(|handle| handle.thread().clone())
+        .map_err(|err| ConsumeError::Subscribe {
+            broker,
+            origin,
+            reason: format!("failed to start the consumer thread: {err}"),
+            fix: None,
+            transient: true,
+        })
 }
 
 impl Link {
@@ -264,17 +282,18 @@ impl Link {
         let _ = self.stopped.send(());
     }
 
-    /// Pauses fetching when the caller falls behind and resumes it once
-    /// the queue is half empty. Returns whether fetching is paused.
+    /// Waits while the queue is full, pauses fetching when the caller
+    /// stays behind for [`HOLD_MAX`], and resumes it once the queue is half
+    /// empty. Returns whether fetching is paused.
     fn pace(&self, client: &Client, paused: bool) -> bool {
-        let queued = self.queued.load(Ordering::SeqCst);
         let wanted = match paused {
-            false => queued >= QUEUED_MAX,
-            true => queued > QUEUED_RESUME,
+            false => !self.wait_for_room(),
+            true => self.queued.load(Ordering::SeqCst) > QUEUED_RESUME,
         };
         if wanted == paused {
             return paused;
         }
+        let queued = self.queued.load(Ordering::SeqCst);
 
         // Partitions assigned later follow this flag in the rebalance
         // callback.
@@ -294,6 +313,25 @@ impl Link {
             Err(err) => tracing::warn!(broker, error = %err, "Failed to pause or resume fetching"),
         }
         wanted
+    }
+
+    /// Waits up to [`HOLD_MAX`] until fewer than [`QUEUED_MAX`] records are
+    /// queued. Returns false when the queue is still full then. Returns
+    /// true at once when the consumer is stopping.
+    fn wait_for_room(&self) -> bool {
+        let deadline = Instant::now() + HOLD_MAX;
+        loop {
+            if self.queued.load(Ordering::SeqCst) < QUEUED_MAX || self.stop.load(Ordering::SeqCst) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            // Input::next unparks the thread when it takes a record, and
+            // the stop flag is checked at least every poll interval.
+            std::thread::park_timeout(left.min(POLL_INTERVAL));
+        }
     }
 
     fn delivery(&self, message: &BorrowedMessage<'_>) -> Delivery {
