@@ -227,7 +227,7 @@ async fn watch_exists(
 }
 
 /// Sends the `message_id` and arrival time of every document.
-async fn watch_documents(
+pub async fn watch_documents(
     consumer: StreamConsumer,
     documents: mpsc::UnboundedSender<(String, Instant)>,
 ) -> Result<(), String> {
@@ -291,7 +291,7 @@ fn exists_number(text: &str) -> Option<usize> {
 /// Returns the index of a benchmark mail of `run` from its Message-ID
 /// without angle brackets, `INDEX.RUN@bench.DOMAIN` as [`mail::message`]
 /// writes it.
-fn mail_index(message_id: &str, run: &str) -> Option<usize> {
+pub fn mail_index(message_id: &str, run: &str) -> Option<usize> {
     let (index, rest) = message_id.split_once('.')?;
     let rest = rest.strip_prefix(run)?;
     if !rest.starts_with("@bench.") {
@@ -302,7 +302,7 @@ fn mail_index(message_id: &str, run: &str) -> Option<usize> {
 
 /// Returns the milliseconds from `start` to `end`, negative when `end`
 /// came first.
-fn milliseconds_between(start: Instant, end: Instant) -> f64 {
+pub fn milliseconds_between(start: Instant, end: Instant) -> f64 {
     if end >= start {
         end.duration_since(start).as_secs_f64() * 1000.0
     } else {
@@ -311,7 +311,7 @@ fn milliseconds_between(start: Instant, end: Instant) -> f64 {
 }
 
 /// Summarizes latencies in milliseconds as p50, p99, mean and maximum.
-fn summary(latencies: &[f64]) -> Value {
+pub fn summary(latencies: &[f64]) -> Value {
     let mut sorted = latencies.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mean = sorted.iter().sum::<f64>() / sorted.len().max(1) as f64;

@@ -9,6 +9,7 @@ mod chaos;
 mod imap;
 mod latency;
 mod mail;
+mod mailboxes;
 mod metrics;
 mod outbound;
 mod process;
@@ -59,6 +60,8 @@ enum Command {
     Tokens(tokens::TokensArgs),
     /// Time new mail from APPEND to its document, beside an IDLE client.
     Latency(latency::LatencyArgs),
+    /// Run a command watching many mailboxes, time its start and sample it idle.
+    Mailboxes(mailboxes::MailboxesArgs),
     /// Time send requests through a command until their status events.
     Outbound(outbound::OutboundArgs),
     /// Send N mails with the minimal SMTP client over one or more connections.
@@ -238,6 +241,7 @@ async fn main() {
         Command::Idle(args) => idle(args).await,
         Command::Tokens(args) => tokens::measure(args).await,
         Command::Latency(args) => latency::measure(args).await,
+        Command::Mailboxes(args) => mailboxes::measure(args).await,
         Command::Outbound(args) => outbound::measure(args).await,
         Command::SmtpLimit(args) => outbound::limit(args).await,
         Command::MailboxCount(args) => outbound::delivered(args).await,

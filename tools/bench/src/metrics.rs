@@ -70,7 +70,7 @@ impl Histogram {
 }
 
 /// Adds the values of every series of the metric `name`.
-fn series_total(exposition: &str, name: &str) -> f64 {
+pub fn series_total(exposition: &str, name: &str) -> f64 {
     exposition
         .lines()
         .filter(|line| {

@@ -48,6 +48,11 @@ impl Measured {
         })
     }
 
+    /// Returns the process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Reads the process's memory and CPU time, and fails when it exited.
     pub fn sample(&mut self) -> Result<Sample, String> {
         if let Ok(Some(status)) = self.child.try_wait() {

@@ -201,7 +201,7 @@ fn sum_samples(text: &str, name: &str) -> f64 {
 
 /// Sends GET over plain HTTP to a loopback address and returns the status
 /// and body. HTTP/1.0 keeps the body free of chunked encoding.
-async fn http_get(address: &str, path: &str) -> Result<(u16, String), String> {
+pub async fn http_get(address: &str, path: &str) -> Result<(u16, String), String> {
     let failed = |err: std::io::Error| format!("GET http://{address}{path} failed: {err}");
     let mut stream = tokio::net::TcpStream::connect(address)
         .await
