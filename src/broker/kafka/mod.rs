@@ -8,6 +8,9 @@
 pub(crate) mod context;
 pub(crate) mod failure;
 pub(crate) mod settings;
+mod stop;
+
+pub(crate) use stop::StopOnDrop;
 
 use std::sync::Mutex;
 use std::time::Duration;

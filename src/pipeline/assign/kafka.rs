@@ -18,7 +18,7 @@ mod partition;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{AssignError, Event, Scope};
 use crate::broker::PublishError;
+use crate::broker::kafka::StopOnDrop;
 use crate::broker::kafka::context::Context as LogContext;
 use crate::broker::kafka::failure::classify;
 use crate::broker::kafka::settings::Settings;
@@ -67,15 +68,6 @@ pub struct KafkaAssigner {
     /// Stops the group thread when dropped, also without close.
     stop: StopOnDrop,
     stopped: oneshot::Receiver<()>,
-}
-
-/// Sets its flag when dropped.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
 }
 
 impl KafkaAssigner {

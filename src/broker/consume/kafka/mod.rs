@@ -26,6 +26,7 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{ConsumeError, Delivery, Position, Receipt as DeliveryReceipt, Source};
+use crate::broker::kafka::StopOnDrop;
 use crate::broker::kafka::failure::classify;
 use crate::config::Kafka;
 use context::Context;
@@ -71,15 +72,6 @@ pub(super) struct Input {
     /// without close.
     stop: StopOnDrop,
     stopped: oneshot::Receiver<()>,
-}
-
-/// Sets its flag when dropped.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
 }
 
 /// State and channels of the consumer thread, shared with [`Input`].
