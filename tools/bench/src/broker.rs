@@ -26,6 +26,49 @@ use crate::{BrokerArgs, BrokerKind};
 /// Schema name of the inbound documents, as mailbridge labels them.
 const SCHEMA: &str = "mailbridge.inbound-mail.v1";
 
+/// Record identity of the counting consumer: two records with the same
+/// identity are one mail.
+#[derive(Clone, Copy)]
+pub enum Identity {
+    /// The Kafka record key or the AMQP `message_id`, as mailbridge sets them.
+    Key,
+    /// The Message-ID header of a raw mail in the payload, for peers that
+    /// publish the mail unchanged and without a key.
+    MessageId,
+}
+
+impl Identity {
+    fn of<'a>(self, key: Option<&'a [u8]>, payload: Option<&'a [u8]>) -> Option<&'a [u8]> {
+        match self {
+            Self::Key => key,
+            Self::MessageId => payload.and_then(message_id),
+        }
+    }
+}
+
+/// Returns the value of the first Message-ID header of a raw mail (RFC 5322
+/// section 3.6.4), also when it is folded onto the next line.
+fn message_id(mail: &[u8]) -> Option<&[u8]> {
+    let mut lines = mail.split(|&byte| byte == b'\n');
+    while let Some(line) = lines.next() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None;
+        }
+        let Some(name) = line.get(..11) else { continue };
+        if !name.eq_ignore_ascii_case(b"message-id:") {
+            continue;
+        }
+        let value = line[11..].trim_ascii();
+        if !value.is_empty() {
+            return Some(value);
+        }
+        let folded = lines.next()?.trim_ascii();
+        return (!folded.is_empty()).then_some(folded);
+    }
+    None
+}
+
 /// Distinct documents seen so far and their total payload size.
 #[derive(Default)]
 pub struct Progress {
@@ -45,24 +88,25 @@ impl Progress {
 }
 
 /// Consumes the target from its start and returns the moment the
-/// `expected`-th distinct document id arrived. Kafka records are identified
-/// by key, AMQP messages by `message_id`. `ready` fires once the consumer
-/// is assigned or subscribed.
+/// `expected`-th distinct document id arrived, as `identity` defines it.
+/// `ready` fires once the consumer is assigned or subscribed.
 pub async fn count(
     broker: &BrokerArgs,
     expected: usize,
+    identity: Identity,
     progress: Arc<Progress>,
     ready: oneshot::Sender<()>,
 ) -> Result<Instant, String> {
     match broker.broker {
-        BrokerKind::Kafka => count_kafka(broker, expected, progress, ready).await,
-        BrokerKind::Amqp => count_amqp(broker, expected, progress, ready).await,
+        BrokerKind::Kafka => count_kafka(broker, expected, identity, progress, ready).await,
+        BrokerKind::Amqp => count_amqp(broker, expected, identity, progress, ready).await,
     }
 }
 
 async fn count_kafka(
     broker: &BrokerArgs,
     expected: usize,
+    identity: Identity,
     progress: Arc<Progress>,
     ready: oneshot::Sender<()>,
 ) -> Result<Instant, String> {
@@ -111,9 +155,11 @@ async fn count_kafka(
             .recv()
             .await
             .map_err(|err| format!("failed to read from topic {topic}: {err}"))?;
-        let Some(key) = message.key() else { continue };
+        let Some(id) = identity.of(message.key(), message.payload()) else {
+            continue;
+        };
         let payload_bytes = message.payload().map_or(0, <[u8]>::len);
-        if progress.record(&mut seen, key, payload_bytes) >= expected {
+        if progress.record(&mut seen, id, payload_bytes) >= expected {
             return Ok(Instant::now());
         }
     }
@@ -122,6 +168,7 @@ async fn count_kafka(
 async fn count_amqp(
     broker: &BrokerArgs,
     expected: usize,
+    identity: Identity,
     progress: Arc<Progress>,
     ready: oneshot::Sender<()>,
 ) -> Result<Instant, String> {
@@ -156,11 +203,15 @@ async fn count_amqp(
     let mut seen = HashSet::with_capacity(expected);
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.map_err(|err| format!("failed to read from {queue}: {err}"))?;
-        let Some(id) = delivery.properties.message_id() else {
+        let key = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().as_bytes());
+        let Some(id) = identity.of(key, Some(&delivery.data)) else {
             continue;
         };
-        let id = id.as_str().as_bytes().to_vec();
-        if progress.record(&mut seen, &id, delivery.data.len()) >= expected {
+        if progress.record(&mut seen, id, delivery.data.len()) >= expected {
             return Ok(Instant::now());
         }
     }
@@ -372,4 +423,27 @@ pub async fn declare_queues(
             .map_err(|err| format!("failed to declare queue {queue}: {err}"))?;
     }
     Ok((connection, channel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_after_other_headers() {
+        let mail = b"Received: from a\r\n\tby b\r\nMESSAGE-ID:  <1.run@bench> \r\n\r\nbody";
+        assert_eq!(message_id(mail), Some(&b"<1.run@bench>"[..]));
+    }
+
+    #[test]
+    fn message_id_folded() {
+        let mail = b"Message-ID:\n <2.run@bench>\nSubject: x\n\nbody";
+        assert_eq!(message_id(mail), Some(&b"<2.run@bench>"[..]));
+    }
+
+    #[test]
+    fn message_id_not_in_body() {
+        let mail = b"Subject: x\n\nMessage-ID: <3.run@bench>\n";
+        assert_eq!(message_id(mail), None);
+    }
 }

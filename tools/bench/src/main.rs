@@ -12,11 +12,13 @@ mod mail;
 mod mailboxes;
 mod metrics;
 mod outbound;
+mod peer;
 mod process;
 mod profile;
 mod report;
 mod report_latency;
 mod report_outbound;
+mod report_peer;
 mod smtp;
 mod tokens;
 
@@ -30,7 +32,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use broker::Progress;
+use broker::{Identity, Progress};
 use process::Measured;
 
 #[derive(Parser)]
@@ -52,6 +54,8 @@ enum Command {
     Fetch(FetchArgs),
     /// Run a command and time it until the broker contains N distinct documents.
     Backfill(BackfillArgs),
+    /// Run a peer that exits by itself and time it until the broker contains N mails.
+    Peer(peer::PeerArgs),
     /// Send N documents with a minimal producer and time them until counted.
     Produce(ProduceArgs),
     /// Run a command until its /readyz returns 200 and report its memory.
@@ -237,6 +241,7 @@ async fn main() {
         Command::Empty(args) => empty(args).await,
         Command::Fetch(args) => fetch(args).await,
         Command::Backfill(args) => backfill(args).await,
+        Command::Peer(args) => peer::measure(args).await,
         Command::Produce(args) => produce(args).await,
         Command::Idle(args) => idle(args).await,
         Command::Tokens(args) => tokens::measure(args).await,
@@ -334,9 +339,10 @@ async fn fetch(args: FetchArgs) -> Result<serde_json::Value, String> {
 }
 
 /// Starts the counting consumer and returns once it is assigned.
-async fn start_counter(
+pub(crate) async fn start_counter(
     broker: BrokerArgs,
     expected: usize,
+    identity: Identity,
 ) -> Result<
     (
         tokio::task::JoinHandle<Result<Instant, String>>,
@@ -347,8 +353,9 @@ async fn start_counter(
     let progress = Arc::new(Progress::default());
     let (ready_sender, ready) = oneshot::channel();
     let counted = Arc::clone(&progress);
-    let mut counter =
-        tokio::spawn(async move { broker::count(&broker, expected, counted, ready_sender).await });
+    let mut counter = tokio::spawn(async move {
+        broker::count(&broker, expected, identity, counted, ready_sender).await
+    });
     tokio::select! {
         _ = ready => Ok((counter, progress)),
         joined = &mut counter => Err(match joined {
@@ -359,7 +366,7 @@ async fn start_counter(
     }
 }
 
-fn counter_result(
+pub(crate) fn counter_result(
     joined: Result<Result<Instant, String>, tokio::task::JoinError>,
 ) -> Result<Instant, String> {
     joined.map_err(|err| format!("the counter failed: {err}"))?
@@ -368,7 +375,7 @@ fn counter_result(
 async fn backfill(args: BackfillArgs) -> Result<serde_json::Value, String> {
     let target = args.broker.target.clone();
     let broker = args.broker.clone();
-    let (mut counter, progress) = start_counter(args.broker, args.expect).await?;
+    let (mut counter, progress) = start_counter(args.broker, args.expect, Identity::Key).await?;
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout);
@@ -423,7 +430,7 @@ async fn produce(args: ProduceArgs) -> Result<serde_json::Value, String> {
         timeout,
     } = args;
     let producer_broker = broker.clone();
-    let (counter, progress) = start_counter(broker, count).await?;
+    let (counter, progress) = start_counter(broker, count, Identity::Key).await?;
     let started = Instant::now();
     let measurement = async {
         let confirmed_seconds =

@@ -63,6 +63,36 @@ impl Measured {
         Ok(sample)
     }
 
+    /// Reads the process's memory and CPU time like `sample`, or returns its
+    /// exit code once it has exited, for commands that end by themselves.
+    pub fn sample_or_exit(&mut self) -> Result<Result<Sample, i32>, String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => return Ok(Err(status.code().unwrap_or(-1))),
+            Ok(None) => {}
+            Err(err) => return Err(format!("failed to check process {}: {err}", self.pid)),
+        }
+        let sample = read_sample(self.pid)?;
+        self.peak_rss_bytes = self.peak_rss_bytes.max(sample.peak_rss_bytes);
+        Ok(Ok(sample))
+    }
+
+    /// Waits up to `limit` for the process to exit by itself and returns its
+    /// exit code. A process still running after `limit` is killed, and the
+    /// call fails.
+    pub async fn wait(mut self, limit: Duration) -> Result<i32, String> {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(Ok(status)) => Ok(status.code().unwrap_or(-1)),
+            Ok(Err(err)) => Err(format!("failed to wait for process {}: {err}", self.pid)),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Err(format!(
+                    "process {} did not exit within {limit:?} and was killed",
+                    self.pid
+                ))
+            }
+        }
+    }
+
     /// Sends SIGTERM and waits up to `grace` for the exit; returns the exit
     /// code, or fails when the process had to be killed.
     pub async fn stop(mut self, grace: Duration) -> Result<i32, String> {
@@ -86,6 +116,35 @@ impl Measured {
             }
         }
     }
+}
+
+/// CPU time and largest resident memory of the children that this process
+/// has waited for, with the children that those waited for in turn.
+pub struct ChildrenUsage {
+    pub cpu_seconds: f64,
+    /// Largest peak RSS of any one of those processes, in bytes.
+    pub max_rss_bytes: u64,
+}
+
+/// Reads getrusage(RUSAGE_CHILDREN). After a measured command has exited
+/// and been waited for, this covers it and every process it waited for,
+/// such as the delivery commands that fetchmail starts for each mail.
+pub fn children_usage() -> Result<ChildrenUsage, String> {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes only into the struct it is given.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return Err(format!(
+            "getrusage failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    Ok(ChildrenUsage {
+        cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        // Linux reports ru_maxrss in kilobytes.
+        max_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+    })
 }
 
 fn read_sample(pid: u32) -> Result<Sample, String> {

@@ -1,7 +1,8 @@
 //! BENCHMARKS.md from the JSON results that `scripts/bench` stores in a run
 //! directory: `{set}-seed.json`, `{set}-fetch.json`, `{set}-{broker}.json`
-//! and `{set}-{broker}-limit.json` for each mail set, `idle.json`,
-//! `tokens.json`, and the load averages in `load-start` and `load-end`.
+//! and `{set}-{broker}-limit.json` for each mail set, `{set}-peer.json`
+//! when the peer ran on it, `idle.json`, `tokens.json`, and the load
+//! averages in `load-start` and `load-end`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -60,8 +61,16 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
     }
     crate::profile::caps_section(&mut page, &args.dir)?;
     crate::profile::profile_section(&mut page, &args.dir)?;
-    page.push_str(NOT_MEASURED);
+    let peer_measured = SETS
+        .iter()
+        .any(|(set, _, _)| args.dir.join(format!("{set}-peer.json")).exists());
+    if !peer_measured {
+        page.push_str(NOT_MEASURED);
+    }
     page.push_str(METHOD);
+    if peer_measured {
+        page.push_str(crate::report_peer::METHOD);
+    }
     page.push_str(crate::report_latency::METHOD);
     page.push_str(crate::report_outbound::METHOD);
     std::fs::write(&args.output, page)
@@ -197,6 +206,9 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
              seconds in these {run_seconds:.2} s.",
             number(&run, "cpu_seconds")?
         ));
+    }
+    if let Some(verdict) = crate::report_peer::row(page, dir, set)? {
+        verdicts.push(verdict);
     }
     let _ = writeln!(page, "\n{}\n", verdicts.join("\n"));
     Ok(())
