@@ -21,11 +21,12 @@ const REQUESTS: usize = 60;
 const IN_FLIGHT: usize = 2;
 
 /// Bound on repeats after SIGKILL. Kafka commits a partition only up to its
-/// first unfinished offset, so besides the requests in flight, requests
-/// that finished after a slower earlier one are repeated too; with
-/// requests of equal cost that window stays within twice the requests in
-/// flight.
-const MAX_REPEATS: usize = 2 * IN_FLIGHT;
+/// first unfinished offset, and one commit at a time covers a partition,
+/// so besides the requests in flight, those that finished after a slower
+/// earlier one or while a commit was on its way are repeated too. On a
+/// loaded machine a commit takes as long as a few sends, so this is an
+/// estimate with room for that.
+const MAX_REPEATS: usize = 4 * IN_FLIGHT;
 
 #[derive(Clone, Copy, Debug)]
 enum Stop {
