@@ -66,7 +66,7 @@ choice! {
 }
 
 choice! {
-    /// How replicas of mailbridge share the pipeline's mailboxes.
+    /// Sharing of the pipeline's mailboxes among replicas of mailbridge.
     pub enum Coordination {
         /// This process watches every mailbox and keeps the checkpoints in
         /// its state directory.
@@ -152,7 +152,7 @@ pub struct Inbound {
     /// the default AMQP exchange at start. Default: false.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub declare: bool,
-    /// How replicas share the mailboxes. Default: `none`.
+    /// Sharing of the mailboxes among replicas. Default: `none`.
     pub coordination: Coordination,
     /// Name of the Kafka consumer group, and prefix of the coordination
     /// topics or queues, with `coordination = "broker"`. Default:
@@ -184,7 +184,8 @@ pub fn default_coordination_group(name: &str) -> String {
 const TOPIC_NAME_MAX: usize = 249;
 /// Longest AMQP queue name in bytes (AMQP 0-9-1 short string).
 const QUEUE_NAME_MAX: usize = 255;
-/// Longest suffix added to the group: `.checkpoints`, `.checkpoint.`.
+/// Maximum length of a suffix added to the group: `.checkpoints`,
+/// `.checkpoint.`.
 const GROUP_SUFFIX_MAX: usize = ".checkpoint.".len();
 
 /// Default of `max_batch_bytes`: 32 MiB.
@@ -328,12 +329,13 @@ fn read_coordination(
         match group.is_some() {
             true => table.reject("coordination_group", invalid),
             false => {
-                let fix = "set coordination_group to a name of letters, digits, `.`, `_` and `-`";
+                let fix = invalid.fix.clone().unwrap_or_default();
+                let fix = format!("set coordination_group: {fix}");
                 let invalid = Invalid::new(format!(
                     "the default coordination_group {checked:?} {}",
                     invalid.reason
                 ))
-                .with_fix(Some(fix.into()));
+                .with_fix(Some(fix));
                 table.reject("coordination", invalid);
             }
         }
@@ -357,13 +359,24 @@ fn check_group(group: &str, kind: Option<BrokerKind>, mailboxes: &[String]) -> R
         ))
         .with_fix(Some("use letters, digits, `.`, `_` and `-`".into())));
     }
-    let longest = match kind {
-        Some(BrokerKind::Amqp) => {
-            let mailbox = mailboxes.iter().map(String::len).max().unwrap_or(0);
-            QUEUE_NAME_MAX.saturating_sub(GROUP_SUFFIX_MAX + mailbox)
+    if kind == Some(BrokerKind::Amqp) {
+        let longest = mailboxes.iter().max_by_key(|mailbox| mailbox.len());
+        if let Some(mailbox) = longest {
+            let queue = group.len() + GROUP_SUFFIX_MAX + mailbox.len();
+            if queue > QUEUE_NAME_MAX {
+                return Err(Invalid::new(format!(
+                    "makes the queue name {group}.checkpoint.{mailbox} {queue} bytes long, \
+                     over the {QUEUE_NAME_MAX} bytes AMQP allows"
+                ))
+                .with_fix(Some(
+                    "choose a shorter coordination_group, or watch that mailbox in a \
+                     pipeline without coordination"
+                        .into(),
+                )));
+            }
         }
-        _ => TOPIC_NAME_MAX - GROUP_SUFFIX_MAX,
-    };
+    }
+    let longest = TOPIC_NAME_MAX - GROUP_SUFFIX_MAX;
     match group.len() > longest {
         true => Err(Invalid::new(format!(
             "is {} bytes long; the topic or queue names made from it allow {longest}",

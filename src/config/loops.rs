@@ -1,6 +1,8 @@
 //! Checks across pipelines: an inbound pipeline must not publish where an
 //! outbound pipeline on the same broker consumes, or the outbound pipeline
-//! would read received mail as send requests.
+//! would read received mail as send requests, and two coordinated inbound
+//! pipelines on one broker must not share a coordination group, or each
+//! would watch only some of their mailboxes.
 
 use super::inbound::Inbound;
 use super::outbound::Outbound;
@@ -20,6 +22,7 @@ pub(crate) fn check(
     inbound: &[(String, Option<Inbound>)],
     outbound: &[(String, Option<Outbound>)],
 ) {
+    check_groups(root, inbound);
     for (inbound_name, publisher) in inbound {
         let Some(publisher) = publisher else { continue };
         for (outbound_name, consumer) in outbound {
@@ -63,4 +66,39 @@ fn report(root: &Table<'_>, inbound_name: &str, key: &str, outbound_name: &str) 
     let path = path.map(str::to_owned);
     let invalid = Invalid::new(reason).with_fix(Some(fix));
     root.cx().reject(&path, value, true, invalid);
+}
+
+/// Records a problem for each coordinated inbound pipeline whose
+/// coordination group an earlier one on the same broker already uses.
+fn check_groups(root: &Table<'_>, inbound: &[(String, Option<Inbound>)]) {
+    let read: Vec<(&String, &Inbound)> = inbound
+        .iter()
+        .filter_map(|(name, pipeline)| Some((name, pipeline.as_ref()?)))
+        .filter(|(_, pipeline)| pipeline.coordinated())
+        .collect();
+    for (index, (name, pipeline)) in read.iter().enumerate() {
+        let earlier = read[..index].iter().find(|(_, other)| {
+            other.broker == pipeline.broker
+                && other.coordination_group == pipeline.coordination_group
+        });
+        let Some((other_name, _)) = earlier else {
+            continue;
+        };
+        let group = pipeline.coordination_group.as_deref().unwrap_or_default();
+        let (key, value) = match root.value_at(&["inbound", name, "coordination_group"]) {
+            Some(value) => ("coordination_group", value),
+            None => match root.value_at(&["inbound", name, "coordination"]) {
+                Some(value) => ("coordination", value),
+                None => continue,
+            },
+        };
+        let reason = format!(
+            "coordination group {group:?} is also used by inbound pipeline `{other_name}` on the \
+             same broker, so the two would share out each other's mailboxes"
+        );
+        let fix = "give each pipeline its own coordination_group".to_owned();
+        let path = ["inbound", name.as_str(), key].map(str::to_owned);
+        root.cx()
+            .reject(&path, value, true, Invalid::new(reason).with_fix(Some(fix)));
+    }
 }

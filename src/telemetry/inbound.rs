@@ -124,7 +124,7 @@ impl InboundMetrics {
                 "1 while this process watches the mailbox, else 0: always 1 without \
                  coordination, and with coordination while the broker assigns the mailbox \
                  to this replica.",
-                MAILBOX,
+                &["pipeline", "account", "mailbox"],
             )?,
         };
         for collector in metrics.collectors() {
@@ -173,7 +173,7 @@ impl InboundMetrics {
             self.resets.with_label_values(&labels);
             self.connected.with_label_values(&labels).set(0);
             self.assigned
-                .with_label_values(&labels)
+                .with_label_values(&[pipeline, account, mailbox.as_str()])
                 .set(i64::from(!coordinated));
             self.last_success
                 .with_label_values(&labels)
@@ -229,10 +229,10 @@ impl InboundMetrics {
     }
 
     /// Sets whether `mailbox` has a selected session.
-    /// Sets whether this process watches `mailbox`.
-    pub fn set_assigned(&self, account: &str, mailbox: &str, assigned: bool) {
+    /// Sets whether this process watches `mailbox` for `pipeline`.
+    pub fn set_assigned(&self, pipeline: &str, account: &str, mailbox: &str, assigned: bool) {
         self.assigned
-            .with_label_values(&[account, mailbox])
+            .with_label_values(&[pipeline, account, mailbox])
             .set(i64::from(assigned));
     }
 

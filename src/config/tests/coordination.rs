@@ -99,3 +99,20 @@ fn partitions_rejected_on_amqp_and_long_queue_names() {
         Ok(())
     });
 }
+
+#[test]
+fn shared_group_on_one_broker_rejected() {
+    jail(|jail| {
+        let second = "topic = \"mail.inbound\"\ncoordination = \"broker\"\n\
+                      coordination_group = \"shared\"\n\n[inbound.orders]\naccount = \"support\"\n\
+                      broker = \"kafka\"\ntopic = \"mail.orders\"\ncoordination = \"broker\"\n\
+                      coordination_group = \"shared\"";
+        let toml = base_with("topic = \"mail.inbound\"", second);
+
+        let problems = problems(load_toml(jail, &toml));
+
+        let group = problem(&problems, "inbound.tickets.coordination_group");
+        assert!(group.reason.contains("`orders`"), "{group:?}");
+        Ok(())
+    });
+}

@@ -14,7 +14,7 @@
 //!
 //! The checkpoints live in `{group}.checkpoint.{mailbox}`, a durable
 //! queue that keeps only its last message (`x-max-length = 1` with
-//! `drop-head`); a new holder reads it and puts it back.
+//! `drop-head`). A new holder reads that message and puts it back.
 //!
 //! RabbitMQ closes a channel whose delivery stays unacknowledged longer
 //! than its `consumer_timeout` (30 minutes by default), so the holder
@@ -60,7 +60,7 @@ pub fn lease_queue(group: &str, mailbox: &str) -> String {
     format!("{group}.lease.{mailbox}")
 }
 
-/// Name of the queue that holds the checkpoint of `mailbox`.
+/// Name of the queue that contains the checkpoint of `mailbox`.
 pub fn checkpoint_queue(group: &str, mailbox: &str) -> String {
     format!("{group}.checkpoint.{mailbox}")
 }
@@ -139,7 +139,7 @@ type LeaseItem = (
     Option<Result<lapin::message::Delivery, lapin::Error>>,
 );
 
-/// What woke the lease loop.
+/// Cause of a wake-up of the lease loop.
 enum Wake {
     Lease(Box<Option<LeaseItem>>),
     Balance,
@@ -393,10 +393,18 @@ impl Leases {
             match item {
                 Some((mailbox, Some(Ok(delivery)))) => {
                     let tag = session.tags.get(&mailbox).cloned().unwrap_or_default();
-                    let full = self.held.len() >= self.share;
-                    let taken = match full && !self.held.contains_key(&mailbox) {
-                        true => self.pass(session, &mailbox, delivery.acker).await,
-                        false => self.take(tag, mailbox, delivery).await,
+                    let full = self.held.len() >= self.share && !self.held.contains_key(&mailbox);
+                    let pass = match full {
+                        true => {
+                            self.others_in_line(&session.link, &session.publish, &mailbox)
+                                .await
+                        }
+                        false => Ok(false),
+                    };
+                    let taken = match pass {
+                        Ok(true) => self.pass(session, &mailbox, delivery.acker).await,
+                        Ok(false) => self.take(tag, mailbox, delivery).await,
+                        Err(err) => Err(err),
                     };
                     if let Err(err) = taken {
                         return Some(err.to_string());
@@ -476,6 +484,7 @@ impl Leases {
         let replicas = (queue.consumer_count() as usize).max(1);
         let share = self.scope.mailboxes.len().div_ceil(replicas);
         self.share = share;
+
         let extra = self.held.len().saturating_sub(share);
         if extra == 0 {
             return Ok(());
@@ -484,6 +493,7 @@ impl Leases {
             pipeline = %self.scope.pipeline, group = %self.scope.group, replicas,
             held = self.held.len(), share, "Handing mailboxes over to other replicas"
         );
+
         let handed: Vec<String> = self.held.keys().rev().take(extra).cloned().collect();
         for mailbox in handed {
             self.hand_over(session, &mailbox).await?;
@@ -515,6 +525,28 @@ impl Leases {
             "Handed the lease of a mailbox over"
         );
         Ok(())
+    }
+
+    /// Returns whether another replica consumes the lease queue of
+    /// `mailbox`; without one, a passed lease would come straight back.
+    async fn others_in_line(
+        &self,
+        link: &AmqpLink,
+        channel: &Channel,
+        mailbox: &str,
+    ) -> Result<bool, AssignError> {
+        let queue = lease_queue(&self.scope.group, mailbox);
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel
+            .queue_declare(&queue, passive, FieldTable::default())
+            .await
+            .map_err(|err| {
+                self.broker_error(Some(link), &format!("count consumers of {queue}"), &err)
+            })?;
+        Ok(declared.consumer_count() > 1)
     }
 
     /// Gives a lease this replica has no room for to the next consumer in

@@ -20,7 +20,14 @@ impl MailboxWatch {
         selected: &Selected,
     ) -> Result<Checkpoint, WatchError> {
         match self.checkpoints.load()? {
-            Some(checkpoint) if checkpoint.uidvalidity == selected.uidvalidity => Ok(checkpoint),
+            Some(checkpoint) if checkpoint.uidvalidity == selected.uidvalidity => {
+                // The broker may not have this replica's checkpoint yet, as
+                // after coordination was turned on; the next owner reads it.
+                if self.shared.shared_checkpoints.is_some() {
+                    self.save(checkpoint).await?;
+                }
+                Ok(checkpoint)
+            }
             Some(old) => self.reset(session, old, selected).await,
             None => self.first_watch(session, selected).await,
         }

@@ -315,7 +315,7 @@ impl Watches {
         info!(pipeline = %shared.pipeline, mailbox = %mailbox, "Mailbox assigned to this replica");
         shared
             .metrics
-            .set_assigned(&settings.account, &mailbox, true);
+            .set_assigned(&shared.pipeline, &settings.account, &mailbox, true);
         let (stop, stopped) = watch::channel(false);
         let mut own = shared.clone();
         own.shutdown = stopped;
@@ -332,7 +332,9 @@ impl Watches {
         let _ = running.stop.send(true);
         let _ = running.task.await;
         let account = &shared.settings.account;
-        shared.metrics.set_assigned(account, mailbox, false);
+        shared
+            .metrics
+            .set_assigned(&shared.pipeline, account, mailbox, false);
         shared.metrics.set_connected(account, mailbox, false);
         shared
             .readiness

@@ -390,8 +390,8 @@ fn assert_no_overlap(mailbox: &str, intervals: &[Interval], kind: Kind) {
     }
 }
 
-/// The warnings and the coordination events of a JSON log, for failure
-/// messages.
+/// Returns the warnings and the coordination events of a JSON log, for
+/// failure messages.
 fn coordination_log(log: &str) -> String {
     let wanted = |line: &&str| {
         line.contains("\"WARN\"")
@@ -402,4 +402,50 @@ fn coordination_log(log: &str) -> String {
     };
     let lines: Vec<&str> = log.lines().filter(wanted).collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// A pipeline that turns coordination on keeps its place: the first
+/// coordinated replica hands its file checkpoints to the broker, so a
+/// replica with an empty state directory publishes nothing again.
+#[tokio::test]
+async fn coordination_on_keeps_the_checkpoint() {
+    let queue = unique("replicas-switch");
+    declare_queue(&queue).await;
+    let group = unique("replicas-switch-group");
+    let mailboxes: Vec<String> = (0..3).map(|i| format!("Switch-{i}")).collect();
+    let single = pipeline(Kind::Amqp, &group, &queue, &mailboxes)
+        .replace("coordination = \"broker\"\n", "")
+        .replace(&format!("coordination_group = \"{group}\"\n"), "");
+    let coordinated = pipeline(Kind::Amqp, &group, &queue, &mailboxes);
+    let setups = replicas(2);
+    let user = setups[0].user.clone();
+    let run = unique("switch");
+    let mut appended = Vec::new();
+    append_round(&user, &run, &mailboxes, 0..3, &mut appended).await;
+
+    setups[0].prepare(&single).await;
+    let bridge = setups[0].start();
+    let first = wait_for_all(Kind::Amqp, &queue, &appended).await;
+    bridge.stop().await;
+    assert_eq!(first.len(), appended.len(), "the single replica's run");
+
+    setups[0].prepare(&coordinated).await;
+    let bridge = setups[0].start();
+    setups[0].wait_ready().await;
+    wait_until_holding(&setups[0]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    bridge.stop().await;
+    setups[1].prepare(&coordinated).await;
+    let bridge = setups[1].start();
+    setups[1].wait_ready().await;
+    wait_until_holding(&setups[1]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    bridge.stop().await;
+
+    let again = amqp_messages(&queue, usize::MAX, Duration::from_secs(3)).await;
+    let subjects: Vec<&str> = again
+        .iter()
+        .map(|record| record.document["subject"].as_str().unwrap_or(""))
+        .collect();
+    assert!(subjects.is_empty(), "published again: {subjects:?}");
 }

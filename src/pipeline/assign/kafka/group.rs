@@ -132,6 +132,15 @@ impl Context {
             lost,
             "Mailboxes released"
         );
+        // A lost assignment means the group dropped this member, as when
+        // the broker is unreachable: no mailbox is watched until it joins
+        // again.
+        if lost {
+            self.scope.readiness.not_ready(
+                &self.scope.component(),
+                "lost the consumer group assignment; waiting to join the group again",
+            );
+        }
     }
 
     /// Reads the checkpoints of the mailboxes of the assigned partitions
