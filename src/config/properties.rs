@@ -65,12 +65,21 @@ pub(crate) fn delivery_problem(name: &str, value: &str) -> Option<Invalid> {
 /// purpose, because redacting a harmless value costs little and a printed
 /// secret cannot be taken back. It ignores case, and `pass` also matches
 /// `passphrase` and `passwd`. Of the names with `key`, only those ending
-/// in `.location` are file paths and stay plain.
+/// in `.location` are file paths and stay plain. A JAAS configuration, as
+/// the Java client's `sasl.jaas.config`, carries a password inline.
 pub(crate) fn is_secret(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    let secret_word = ["pass", "pwd", "secret", "token", "pem"]
-        .iter()
-        .any(|word| name.contains(word));
+    let secret_word = [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "pem",
+        "jaas",
+        "credential",
+    ]
+    .iter()
+    .any(|word| name.contains(word));
     let key = name.contains("key") && !name.ends_with(".location");
     // A misspelling such as `sasl.pasword` contains none of the words
     // above. The shorter `secret` allows one edit only, so that `socket`
@@ -247,6 +256,8 @@ mod tests {
             "sasl.kerberos.keytab",
             "ssl_key",
             "db.pwd",
+            "sasl.jaas.config",
+            "sasl.oauthbearer.client.credentials",
         ];
         for name in secrets {
             assert!(is_secret(name), "{name} is not a secret");

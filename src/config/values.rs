@@ -144,12 +144,17 @@ impl FromValue for NonZeroUsize {
     }
 }
 
+/// Largest integer a setting takes: TOML integers, and so `mailbridge
+/// config`, stop at the largest signed 64-bit value.
+const INTEGER_MAX: u128 = i64::MAX as u128;
+
 impl FromValue for NonZeroU64 {
     fn from_value(value: &Value, text: Option<&str>) -> Result<Self, Invalid> {
         integer(value, text)
+            .filter(|number| *number <= INTEGER_MAX)
             .and_then(|number| u64::try_from(number).ok())
             .and_then(NonZeroU64::new)
-            .ok_or_else(|| Invalid::new("expected an integer of at least 1"))
+            .ok_or_else(|| Invalid::new(format!("expected an integer from 1 to {INTEGER_MAX}")))
     }
 }
 
@@ -165,8 +170,9 @@ impl FromValue for NonZeroU32 {
 impl FromValue for u64 {
     fn from_value(value: &Value, text: Option<&str>) -> Result<Self, Invalid> {
         integer(value, text)
+            .filter(|number| *number <= INTEGER_MAX)
             .and_then(|number| u64::try_from(number).ok())
-            .ok_or_else(|| Invalid::new("expected an integer of at least 0"))
+            .ok_or_else(|| Invalid::new(format!("expected an integer from 0 to {INTEGER_MAX}")))
     }
 }
 

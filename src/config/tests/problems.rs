@@ -856,3 +856,37 @@ fn certificate_exception_false_accepted_without_tls() {
         Ok(())
     });
 }
+
+#[test]
+fn integer_above_toml_range_rejected() {
+    jail(|jail| {
+        jail.set_env(
+            "MAILBRIDGE_INBOUND__TICKETS__MAX_MESSAGE_BYTES",
+            "18446744073709551615",
+        );
+
+        let problems = problems(load_toml(jail, BASE));
+
+        assert_eq!(
+            problem(&problems, "inbound.tickets.max_message_bytes").reason,
+            "expected an integer from 0 to 9223372036854775807"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn jaas_config_redacted() {
+    jail(|jail| {
+        let toml = BASE.replace(
+            "\"sasl.password\" = \"kafka-password-value\"",
+            "\"sasl.password\" = \"kafka-password-value\"\n\"sasl.jaas.config\" = \"jaas-secret-value\"",
+        );
+
+        let config = load_toml(jail, &toml).expect("valid configuration");
+        let printed = toml::to_string_pretty(&config).expect("serializable");
+
+        assert!(!printed.contains("jaas-secret-value"), "{printed}");
+        Ok(())
+    });
+}
