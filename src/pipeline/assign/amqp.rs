@@ -18,7 +18,7 @@
 //!
 //! RabbitMQ closes a channel whose delivery stays unacknowledged longer
 //! than its `consumer_timeout` (30 minutes by default), so the holder
-//! replaces each lease message with a fresh one every few minutes: it
+//! replaces each lease message with a fresh one every few minutes. It
 //! publishes the new one, which only it can receive while its consumer is
 //! active, and then acknowledges the old one.
 

@@ -12,9 +12,13 @@
 //!   and watches the mailbox. The checkpoints live in one queue per
 //!   mailbox that keeps only its last message.
 //!
-//! The assigner tells the pipeline which mailboxes to start and stop
-//! through [`Event`]s, and waits for a stopped watch, which saved its last
-//! checkpoint, before the mailbox can move to another replica.
+//! The assigner sends the pipeline an [`Event`] for each mailbox to start
+//! or stop. Before a mailbox moves to another replica, the assigner waits
+//! until its watch has stopped and saved its last checkpoint.
+//!
+//! NOTE: checkpoint writes are not fenced. A replica that was paused past
+//! its session or heartbeat can still write a stale checkpoint after
+//! another replica took the mailbox over, which repeats mail but loses none.
 
 mod amqp;
 mod kafka;
@@ -26,17 +30,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::Broker;
 use crate::telemetry::Readiness;
 
-/// What the assigner asks of the pipeline.
+/// Request of the assigner to the pipeline.
 #[derive(Debug)]
 pub enum Event {
     /// Start watching `mailbox`, from `checkpoint`: the last one saved in
     /// the broker, in the checkpoint file format, or `None` when the
-    /// broker holds none, in which case the state directory's applies.
+    /// broker has none, in which case the state directory's applies.
     Acquire {
         mailbox: String,
         checkpoint: Option<Vec<u8>>,
     },
-    /// Stop watching `mailbox`, then answer on `done`: the watch has
+    /// Stop watching `mailbox`, then send on `done` once the watch has
     /// finished its batch and saved its checkpoint.
     Release {
         mailbox: String,
@@ -44,7 +48,7 @@ pub enum Event {
     },
 }
 
-/// What one pipeline shares.
+/// Settings and handles that one pipeline shares with its assigner.
 #[derive(Debug, Clone)]
 pub struct Scope {
     /// Name of the broker, for messages.
@@ -96,7 +100,7 @@ impl AssignError {
         }
     }
 
-    /// Whether no retry can help.
+    /// Returns whether no retry can help.
     pub fn is_fatal(&self) -> bool {
         matches!(self, Self::Config { .. })
     }
@@ -110,8 +114,9 @@ pub enum Assigner {
 
 impl Assigner {
     /// Joins the coordination of `scope` on `broker`. Events arrive on
-    /// `events` until [`Assigner::close`] returned; the pipeline must
-    /// answer every release, also after its watches stopped.
+    /// `events` until [`Assigner::close`] returned. The pipeline must
+    /// confirm every release on its `done` sender, also after its watches
+    /// stopped.
     pub async fn start(
         scope: Scope,
         broker: &Broker,

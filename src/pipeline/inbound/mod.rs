@@ -60,8 +60,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Sender of a fatal error to the runner, which then stops the process.
     pub fatal: mpsc::UnboundedSender<WatchError>,
-    /// Where checkpoints are saved for other replicas, besides the state
-    /// directory, with `coordination = "broker"`.
+    /// Broker store of the checkpoints, which other replicas read, besides
+    /// the state directory; set with `coordination = "broker"`.
     pub shared_checkpoints: Option<SharedCheckpoints>,
 }
 
@@ -238,8 +238,8 @@ impl MailboxWatch {
     }
 
     /// Opens a session. A sign-in that takes longer than [`SIGN_IN_GRACE`],
-    /// as when the token endpoint hangs, marks the mailbox not ready, since
-    /// no mail is watched meanwhile; a quick renewal does not.
+    /// as when the token endpoint hangs, marks the mailbox not ready,
+    /// because no mail is watched meanwhile. A quick renewal does not.
     async fn connect(&self) -> Result<Session, WatchError> {
         let connecting = self.shared.connector.connect();
         tokio::pin!(connecting);

@@ -132,7 +132,7 @@ impl Pipeline {
     }
 
     /// Watches the mailboxes that the coordination assigns to this
-    /// replica, until the process stops; then leaves the coordination.
+    /// replica until the process stops, then leaves the coordination.
     async fn run_coordinated(&self, mut shared: Shared) {
         let Some((_, broker)) = &self.broker else {
             return;
@@ -142,6 +142,7 @@ impl Pipeline {
             return;
         };
         shared.shared_checkpoints = Some(assigner.checkpoints());
+
         let mut watches = Watches::default();
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -154,9 +155,10 @@ impl Pipeline {
             };
             watches.apply(event, &shared, &self.state).await;
         }
+
         watches.stop_all(&shared).await;
-        // Leaving revokes what is still held; the watches have stopped, so
-        // each release is answered at once.
+        // Leaving revokes the mailboxes still assigned. The watches have
+        // stopped already, so each release is confirmed at once.
         let answer = tokio::spawn(async move {
             while let Some(event) = assigned.recv().await {
                 if let Event::Release { mailbox, done } = event {
