@@ -530,6 +530,9 @@ async fn kafka_consumer_resumes_after_broker_outage() {
 
     let positions = committed_on(&bootstrap, &group, &topic, 1).await;
     let past = Offset::Offset(after[0] + 1);
+    // NOTE: one run saw the position at the record after a finish that
+    // returned Ok, right after the mock broker's outage; the cause is not
+    // known, and a lost commit there would repeat the record, not lose it.
     match finished {
         Ok(()) => assert_eq!(positions, vec![past]),
         Err(_) => assert!(
