@@ -811,6 +811,106 @@ async fn fake_no_oauth_mechanism() {
     );
 }
 
+/// The sign-in of a server that announces PIPELINING (RFC 2920).
+fn signed_in_pipelining() -> Vec<Step> {
+    vec![
+        ehlo(&["PIPELINING", "AUTH XOAUTH2", "8BITMIME"]),
+        step("AUTH XOAUTH2 ", &["235 2.7.0 Authentication successful"]),
+    ]
+}
+
+/// The fake answers MAIL FROM and RCPT TO only once DATA arrived, so a
+/// client that waited for each reply before the next command would time
+/// out.
+#[tokio::test]
+async fn fake_pipelining_sends_commands_together() {
+    let fixture = Fixture::new(starttls()).await;
+    let fake = FakeSmtp::start(vec![script(vec![
+        signed_in_pipelining(),
+        vec![
+            step("MAIL FROM:", &[]),
+            step("RCPT TO:", &[]),
+            step(
+                "DATA",
+                &[
+                    "250 2.1.0 Sender OK",
+                    "250 2.1.5 Recipient OK",
+                    "354 Start mail input; end with <CRLF>.<CRLF>",
+                ],
+            ),
+            step(".", &["250 2.0.0 OK first"]),
+        ],
+        transaction("250 2.0.0 OK second"),
+    ])])
+    .await;
+    let sender = fixture.sender_via(fake_server(&fake, Tls::None), PoolSettings::default());
+
+    let first = fake_send(&fixture, &sender).await;
+    let second = fake_send(&fixture, &sender).await;
+
+    assert!(first.is_ok(), "{first:?}");
+    assert!(second.is_ok(), "{second:?}");
+    let received = fake.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(data_ends(&received[0]), 2, "{received:?}");
+    assert_eq!(commands(&received[0], "RSET"), 0, "{received:?}");
+}
+
+/// A pipelining server that refuses the only recipient and still invites
+/// the data with 354 gets an empty message end, and then RSET; the
+/// message itself is never written.
+#[tokio::test]
+async fn fake_pipelining_refused_recipient_sends_no_data() {
+    let fixture = Fixture::new(starttls()).await;
+    let fake = FakeSmtp::start(vec![script(vec![
+        signed_in_pipelining(),
+        vec![
+            step("MAIL FROM:", &["250 2.1.0 Sender OK"]),
+            step("RCPT TO:", &["550 5.1.1 No such user"]),
+            step("DATA", &["354 Start mail input"]),
+            step(".", &["554 5.5.1 No valid recipients"]),
+            step("RSET", &["250 2.0.0 Resetting"]),
+        ],
+        vec![
+            step("MAIL FROM:", &["550 5.7.1 Sender refused"]),
+            step("RCPT TO:", &["503 5.5.1 Need MAIL command"]),
+            step("DATA", &["503 5.5.1 Need RCPT command"]),
+            step("RSET", &["250 2.0.0 Resetting"]),
+        ],
+        transaction("250 2.0.0 OK third"),
+    ])])
+    .await;
+    let sender = fixture.sender_via(fake_server(&fake, Tls::None), PoolSettings::default());
+
+    let refused = fake_send(&fixture, &sender).await.expect_err("550 RCPT");
+    let sender_refused = fake_send(&fixture, &sender).await.expect_err("550 MAIL");
+    let third = fake_send(&fixture, &sender).await;
+
+    assert_eq!(refused.kind(), "recipients_rejected", "{refused}");
+    assert!(refused.is_permanent());
+    assert_eq!(sender_refused.code(), Some(550), "{sender_refused}");
+    assert!(
+        sender_refused.to_string().contains("MAIL FROM"),
+        "{sender_refused}"
+    );
+    assert!(third.is_ok(), "{third:?}");
+    let received = fake.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "the connection was not reused: {received:?}"
+    );
+    let lines = &received[0];
+    assert_eq!(data_ends(lines), 2, "{lines:?}");
+    let first_data = lines.iter().position(|line| line == "DATA");
+    let after_data = first_data.and_then(|index| lines.get(index + 1));
+    assert_eq!(
+        after_data.map(String::as_str),
+        Some("."),
+        "message content went out after a refusal: {lines:?}"
+    );
+}
+
 #[tokio::test]
 async fn fake_send_as_denied_keeps_connection() {
     let fixture = Fixture::new(starttls()).await;
@@ -819,7 +919,6 @@ async fn fake_send_as_denied_keeps_connection() {
     let fake = FakeSmtp::start(vec![script(vec![
         signed_in(),
         transaction(denied),
-        vec![step("RSET", &["250 2.0.0 Resetting"])],
         transaction("250 2.0.0 OK <queued>"),
     ])])
     .await;
@@ -900,7 +999,6 @@ async fn fake_partial_recipients_reported() {
             step(".", &["250 2.0.0 OK <queued>"]),
         ],
         vec![
-            step("RSET", &["250 2.0.0 Resetting"]),
             step("MAIL FROM:", &["250 2.1.0 Sender OK"]),
             step("RCPT TO:", &["550 5.1.10 Recipient not found"]),
             step("RCPT TO:", &["450 4.2.1 Try again later"]),
@@ -949,16 +1047,13 @@ async fn fake_421_on_reused_connection_resent() {
         script(vec![
             signed_in(),
             transaction("250 2.0.0 OK first"),
-            vec![
-                step("RSET", &["250 2.0.0 Resetting"]),
-                step(
-                    "MAIL FROM:",
-                    &[
-                        "421 4.3.2 Service not available, closing transmission channel",
-                        "{close}",
-                    ],
-                ),
-            ],
+            vec![step(
+                "MAIL FROM:",
+                &[
+                    "421 4.3.2 Service not available, closing transmission channel",
+                    "{close}",
+                ],
+            )],
         ]),
         script(vec![signed_in(), transaction("250 2.0.0 OK second")]),
     ])
@@ -978,17 +1073,18 @@ async fn fake_421_on_reused_connection_resent() {
     assert_eq!(fixture.refreshes(), 1.0, "the cached token signs in again");
 }
 
-/// The server replies to the check before reuse with `221 Idle timeout`
-/// and closes, as a server does whose idle timeout passed first.
+/// The server replies to the first command on a reused connection with
+/// `221 Idle timeout` and closes, as a server does whose idle timeout
+/// passed first.
 #[tokio::test]
-async fn fake_221_on_check_opens_new_connection() {
+async fn fake_221_on_reuse_opens_new_connection() {
     let fixture = Fixture::new(starttls()).await;
     let fake = FakeSmtp::start(vec![
         script(vec![
             signed_in(),
             transaction("250 2.0.0 OK first"),
             vec![step(
-                "RSET",
+                "MAIL FROM:",
                 &["221 2.0.0 Idle timeout, closing connection", "{close}"],
             )],
         ]),
@@ -1004,7 +1100,7 @@ async fn fake_221_on_check_opens_new_connection() {
     assert!(second.is_ok(), "{second:?}");
     let received = fake.received();
     assert_eq!(received.len(), 2, "{received:?}");
-    assert_eq!(commands(&received[0], "MAIL"), 1, "a transaction after 221");
+    assert_eq!(commands(&received[0], "MAIL"), 2, "{received:?}");
     assert_eq!(data_ends(&received[0]), 1);
     assert_eq!(data_ends(&received[1]), 1);
 }
@@ -1015,7 +1111,6 @@ async fn fake_close_after_data_is_ambiguous() {
     let fake = FakeSmtp::start(vec![script(vec![
         signed_in(),
         transaction("250 2.0.0 OK first"),
-        vec![step("RSET", &["250 2.0.0 Resetting"])],
         transaction("{close}"),
     ])])
     .await;

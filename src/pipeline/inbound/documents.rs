@@ -3,6 +3,9 @@
 //! thread while the IMAP session fetches the next one.
 
 use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::panic;
+use std::thread;
 use std::time::SystemTime;
 
 use tracing::{debug, warn};
@@ -12,6 +15,11 @@ use crate::imap::Fetched;
 use crate::mail::{
     self, DocumentOptions, FetchedMail, INBOUND_SCHEMA, InboundMail, Warning, WarningCode,
 };
+
+/// Fetched bytes that make it worth building on one more thread. Below
+/// this a thread costs more than it saves; a batch of mails with
+/// attachments of a few megabytes is built on every core.
+const BYTES_PER_THREAD: usize = 1024 * 1024;
 
 /// The documents of one fetched batch.
 pub(super) struct Documents {
@@ -50,8 +58,7 @@ impl Builder {
             received: Vec::with_capacity(fetched.len()),
             unparsed: Vec::new(),
         };
-        for mail in fetched {
-            let document = self.document(mail, uidvalidity);
+        for (mail, document) in fetched.iter().zip(self.parse_all(fetched, uidvalidity)) {
             if document.has_warning(WarningCode::ParsePanic) {
                 documents.unparsed.push(mail.uid);
             }
@@ -71,6 +78,41 @@ impl Builder {
             documents.keys.push(key);
         }
         documents
+    }
+
+    /// Builds the document of each mail, in order, spread over as many
+    /// threads as the cores and the batch's size allow: parsing, decoding
+    /// and hashing take most of an inbound pipeline's processor time.
+    fn parse_all(&self, fetched: &[Fetched], uidvalidity: u32) -> Vec<InboundMail> {
+        let bytes: usize = fetched.iter().map(|mail| mail.body.len()).sum();
+        let cores = thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        let threads = cores.min(bytes / BYTES_PER_THREAD).min(fetched.len());
+        if threads <= 1 {
+            return fetched
+                .iter()
+                .map(|mail| self.document(mail, uidvalidity))
+                .collect();
+        }
+        let per_thread = fetched.len().div_ceil(threads);
+        thread::scope(|scope| {
+            let parts: Vec<_> = fetched
+                .chunks(per_thread)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|mail| self.document(mail, uidvalidity))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|part| {
+                    part.join()
+                        .unwrap_or_else(|panic| panic::resume_unwind(panic))
+                })
+                .collect()
+        })
     }
 
     /// Returns the document's JSON, or the JSON of its metadata alone when

@@ -2,14 +2,17 @@
 //! finish it (commit the Kafka offset, ack the AMQP message) only after
 //! the server accepted it or it went to the dead-letter target.
 //!
-//! Up to `max_in_flight` requests are handled at once, and the
-//! account's [`Limiter`] bounds the sends of all its pipelines together.
+//! Up to `max_in_flight` requests are sent at once, and the account's
+//! [`Limiter`] bounds the sends of all its pipelines together. Once sent,
+//! a request frees its place and its outcome is recorded and finished
+//! while the next one is sent; up to `max_in_flight` more requests may
+//! wait for that, so a slow broker holds the sends back.
 //! Kafka commits an offset only when every earlier offset of its
 //! partition is finished, so a crash repeats requests and never skips one.
 //!
 //! NOTE: nothing bounds how far a partition's finished requests run ahead
-//! of a slow unfinished one, so after a crash more than `max_in_flight`
-//! requests can repeat (the stack test saw up to twice as many).
+//! of a slow unfinished one, so after a crash more than the requests sent
+//! and not yet finished can repeat.
 
 mod health;
 mod limiter;
@@ -73,11 +76,15 @@ impl OutboundPipeline {
     /// failures.
     pub async fn run(self) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let in_flight = Arc::new(Semaphore::new(self.shared.settings.max_in_flight.get()));
+        let max_in_flight = self.shared.settings.max_in_flight.get();
+        let places = Places {
+            sending: Arc::new(Semaphore::new(max_in_flight)),
+            finishing: Arc::new(Semaphore::new(max_in_flight)),
+        };
         let health = &self.shared.health;
         health.consumer(Some("connecting to the broker".to_owned()));
         while !*self.shared.shutdown.borrow() {
-            let result = self.consume(&in_flight, &mut backoff).await;
+            let result = self.consume(&places, &mut backoff).await;
             let Err(err) = result else { break };
             let delay = backoff.next_delay();
             warn!(
@@ -92,11 +99,7 @@ impl OutboundPipeline {
     }
 
     /// Runs one consumer session; returns `Ok` on shutdown.
-    async fn consume(
-        &self,
-        in_flight: &Arc<Semaphore>,
-        backoff: &mut Backoff,
-    ) -> Result<(), String> {
+    async fn consume(&self, places: &Places, backoff: &mut Backoff) -> Result<(), String> {
         let mut consumer = Consumer::connect(&self.broker_name, &self.broker, self.source.clone())
             .await
             .map_err(|err| err.to_string())?;
@@ -122,7 +125,7 @@ impl OutboundPipeline {
         let mut shutdown = self.shared.shutdown.clone();
         let result = loop {
             let permit = tokio::select! {
-                permit = Arc::clone(in_flight).acquire_owned() => permit.expect("semaphore open"),
+                permit = Arc::clone(&places.sending).acquire_owned() => permit.expect("semaphore open"),
                 _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
             };
             let account_permit = tokio::select! {
@@ -137,10 +140,14 @@ impl OutboundPipeline {
                 Some(Ok(delivery)) => {
                     backoff.reset();
                     let shared = self.shared.clone();
+                    let finishing = Arc::clone(&places.finishing);
                     tasks.spawn(async move {
-                        handle(shared, delivery).await;
+                        let outcome = send::process(&shared, &delivery).await;
+                        let place = finishing.acquire_owned().await.expect("semaphore open");
                         drop(account_permit);
                         drop(permit);
+                        finish(&shared, delivery, outcome).await;
+                        drop(place);
                     });
                 }
                 Some(Err(err)) => break Err(err.to_string()),
@@ -163,18 +170,19 @@ impl OutboundPipeline {
     }
 }
 
-/// Handles one request to its end: sent, dead-lettered, or released back
-/// to the broker when the process stops first.
-// NOTE: a request occupies its place in flight about 5 to 8 ms longer
-// than its SMTP send, from Kafka and from RabbitMQ alike (scripts/bench,
-// outbound step, 1,000 requests, debug build, 2 shared cores, three runs).
-// From Kafka, timed per step, the status produce takes about 1.5 ms and the
-// offset commit 1 ms, and both finish before the request does. The rest is
-// not attributed.
-async fn handle(shared: Shared, delivery: Delivery) {
-    let outcome = send::process(&shared, &delivery).await;
+/// The places of one pipeline's requests: those being sent, and those
+/// sent whose outcome is being recorded and finished.
+struct Places {
+    sending: Arc<Semaphore>,
+    finishing: Arc<Semaphore>,
+}
+
+/// Ends a request after its send: records the outcome, then commits or
+/// acknowledges it, or releases it back to the broker when the process
+/// stops first.
+async fn finish(shared: &Shared, delivery: Delivery, outcome: Outcome) {
     let position = delivery.position.clone();
-    match outcome::record(&shared, &delivery, outcome).await {
+    match outcome::record(shared, &delivery, outcome).await {
         Ok(true) => {
             if let Err(err) = delivery.finish().await {
                 warn!(pipeline = %shared.pipeline, position = %position, error = %err, "Failed to commit a finished request; it may be sent again");

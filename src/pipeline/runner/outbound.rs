@@ -96,7 +96,10 @@ pub(super) fn start(
         },
         (_, _, queue) => Source::Amqp {
             queue: queue.clone().unwrap_or_default(),
-            prefetch: u16::try_from(outbound.max_in_flight.get()).unwrap_or(u16::MAX),
+            // Requests being sent, being finished, and the next ones
+            // ready for a place that frees.
+            prefetch: u16::try_from(outbound.max_in_flight.get().saturating_mul(3))
+                .unwrap_or(u16::MAX),
         },
     };
     let shared = Shared {

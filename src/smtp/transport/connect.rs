@@ -75,6 +75,31 @@ impl Connection {
         .await
     }
 
+    /// Writes `lines`, several commands that each end with CRLF, at once,
+    /// for a server that announced PIPELINING (RFC 2920). The replies are
+    /// read with [`Connection::reply`].
+    pub(crate) async fn send_group(
+        &mut self,
+        settings: &Settings,
+        lines: &str,
+        step: &str,
+    ) -> Result<(), SmtpError> {
+        self.wire
+            .send(lines, settings.timeouts.reply)
+            .await
+            .map_err(|error| wire_error(settings, step, error))
+    }
+
+    /// Reads the reply to a command sent before, classified as by
+    /// [`Connection::command`].
+    pub(crate) async fn reply(
+        &mut self,
+        settings: &Settings,
+        step: &str,
+    ) -> Result<Reply, SmtpError> {
+        receive(&mut self.wire, settings, step, settings.timeouts.reply).await
+    }
+
     /// Writes the message data and its end line, for
     /// [`super::transaction`], which reads the reply.
     pub(crate) fn wire(&mut self) -> &mut Wire<Box<dyn Io>> {
@@ -288,6 +313,17 @@ async fn exchange(
     wire.send(line, timeout)
         .await
         .map_err(|error| wire_error(settings, step, error))?;
+    receive(wire, settings, step, timeout).await
+}
+
+/// Reads one reply. A `421`, or a `221`, means that the server is closing
+/// the connection and is returned as [`SmtpError::ConnectionClosed`].
+async fn receive(
+    wire: &mut Wire<Box<dyn Io>>,
+    settings: &Settings,
+    step: &str,
+    timeout: Duration,
+) -> Result<Reply, SmtpError> {
     let reply = wire
         .reply(timeout)
         .await

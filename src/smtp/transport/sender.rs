@@ -5,7 +5,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lettre::transport::smtp::commands::Rset;
 use lettre::transport::smtp::extension::ClientId;
 
 use super::auth;
@@ -176,8 +175,8 @@ impl Sender {
     /// `<>`) to `recipients`. Ok carries the server's final reply to the
     /// message data and the recipients it rejected.
     ///
-    /// The message goes over a pooled connection when one is idle and
-    /// passes RSET, else over a new one. When the server closes a reused
+    /// The message goes over a pooled connection when one is idle, else
+    /// over a new one. When the server closes a reused
     /// connection before the message data is complete, the message is
     /// sent once more on a new connection, and that is not an error.
     ///
@@ -238,25 +237,15 @@ impl Sender {
         self.pool.close_idle().await;
     }
 
-    /// Returns a pooled connection that passed RSET, or a new one, with
-    /// whether the connection was reused.
+    /// Returns a pooled connection, or a new one, with whether the
+    /// connection was reused. A pooled connection is not checked first:
+    /// a server that closed it shows that in the replies before the
+    /// message data, and [`Sender::send`] then uses a new connection.
     async fn checkout(&self) -> Result<(Connection, bool), SmtpError> {
-        while let Some(mut connection) = self.pool.take() {
-            let reset = Rset.to_string();
-            let step = "the reply to RSET";
-            match connection.command(&self.settings, &reset, step).await {
-                Ok(reply) if reply.is_positive() => return Ok((connection, true)),
-                outcome => tracing::debug!(
-                    account = %self.settings.account,
-                    server = %self.settings.label,
-                    connection = connection.id,
-                    outcome = ?outcome,
-                    "Pooled SMTP connection failed its check, opening another"
-                ),
-            }
+        match self.pool.take() {
+            Some(connection) => Ok((connection, true)),
+            None => Ok((auth::sign_in(&self.settings).await?, false)),
         }
-
-        Ok((auth::sign_in(&self.settings).await?, false))
     }
 
     /// Gives a usable connection back to the pool and returns the result.

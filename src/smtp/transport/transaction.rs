@@ -77,7 +77,10 @@ pub(crate) enum Failure {
     Broken(SmtpError),
 }
 
-/// Runs one transaction on a signed-in connection.
+/// Runs one transaction on a signed-in connection. When the server
+/// announced PIPELINING (RFC 2920), MAIL FROM, every RCPT TO and DATA go
+/// out in one write and their replies are read in order, so that a
+/// message costs two round trips instead of three plus one per recipient.
 pub(crate) async fn submit(
     connection: &mut Connection,
     settings: &Settings,
@@ -86,28 +89,37 @@ pub(crate) async fn submit(
 ) -> Result<Accepted, Failure> {
     let parameters = mail_parameters(connection, settings, envelope, message)?;
     let mail = Mail::new(envelope.sender.clone(), parameters).to_string();
-    let reply = command(connection, settings, &mail, "the reply to MAIL FROM").await?;
-    if !reply.is_positive() {
-        return Err(reject(connection, settings, envelope, "MAIL FROM", reply).await);
-    }
+    let rcpts: Vec<String> = envelope
+        .recipients
+        .iter()
+        .map(|(_, address)| Rcpt::new(address.clone(), Vec::new()).to_string())
+        .collect();
+    let replies = match connection.capabilities.has("PIPELINING") {
+        true => pipelined(connection, settings, &mail, &rcpts).await?,
+        false => one_by_one(connection, settings, &mail, &rcpts).await?,
+    };
 
+    if !replies.mail.is_positive() {
+        end_refused_data(connection, settings, replies.data.as_ref()).await?;
+        return Err(reject(connection, settings, envelope, "MAIL FROM", replies.mail).await);
+    }
     let mut rejected = Vec::new();
-    for (text, address) in &envelope.recipients {
-        let rcpt = Rcpt::new(address.clone(), Vec::new()).to_string();
-        let reply = command(connection, settings, &rcpt, "the reply to RCPT TO").await?;
+    for ((text, _), reply) in envelope.recipients.iter().zip(replies.rcpts) {
         if !reply.is_positive() {
             rejected.push((text.clone(), reply));
         }
     }
-    if rejected.len() == envelope.recipients.len() {
-        let error = SmtpError::RecipientsRejected {
-            server: settings.label.clone(),
-            rejected,
-        };
-        return Err(reset(connection, settings, error).await);
-    }
-
-    let reply = command(connection, settings, &Data.to_string(), "the reply to DATA").await?;
+    let reply = match replies.data {
+        Some(reply) if rejected.len() < envelope.recipients.len() => reply,
+        data => {
+            end_refused_data(connection, settings, data.as_ref()).await?;
+            let error = SmtpError::RecipientsRejected {
+                server: settings.label.clone(),
+                rejected,
+            };
+            return Err(reset(connection, settings, error).await);
+        }
+    };
     if reply.code != 354 {
         return Err(reject(connection, settings, envelope, "DATA", reply).await);
     }
@@ -122,6 +134,95 @@ pub(crate) async fn submit(
             reply,
         ))),
     }
+}
+
+/// The replies to the commands before the message data. `data` is `None`
+/// when DATA was not sent.
+struct Replies {
+    mail: Reply,
+    rcpts: Vec<Reply>,
+    data: Option<Reply>,
+}
+
+/// Sends MAIL FROM, the RCPT TO commands and DATA at once and reads their
+/// replies.
+async fn pipelined(
+    connection: &mut Connection,
+    settings: &Settings,
+    mail: &str,
+    rcpts: &[String],
+) -> Result<Replies, Failure> {
+    let mut group = String::from(mail);
+    for rcpt in rcpts {
+        group.push_str(rcpt);
+    }
+    group.push_str(&Data.to_string());
+    connection
+        .send_group(settings, &group, "MAIL FROM, RCPT TO and DATA")
+        .await
+        .map_err(lost)?;
+
+    let mail = reply(connection, settings, "the reply to MAIL FROM").await?;
+    let mut replies = Vec::with_capacity(rcpts.len());
+    for _ in rcpts {
+        replies.push(reply(connection, settings, "the reply to RCPT TO").await?);
+    }
+    let data = reply(connection, settings, "the reply to DATA").await?;
+    Ok(Replies {
+        mail,
+        rcpts: replies,
+        data: Some(data),
+    })
+}
+
+/// Sends MAIL FROM, the RCPT TO commands and DATA one after another,
+/// each after the reply to the one before, and stops at a refusal that
+/// makes the rest pointless.
+async fn one_by_one(
+    connection: &mut Connection,
+    settings: &Settings,
+    mail: &str,
+    rcpts: &[String],
+) -> Result<Replies, Failure> {
+    let mail = command(connection, settings, mail, "the reply to MAIL FROM").await?;
+    let mut replies = Replies {
+        mail,
+        rcpts: Vec::with_capacity(rcpts.len()),
+        data: None,
+    };
+    if !replies.mail.is_positive() {
+        return Ok(replies);
+    }
+    for rcpt in rcpts {
+        let reply = command(connection, settings, rcpt, "the reply to RCPT TO").await?;
+        replies.rcpts.push(reply);
+    }
+    if replies.rcpts.iter().any(Reply::is_positive) {
+        let data = command(connection, settings, &Data.to_string(), "the reply to DATA").await?;
+        replies.data = Some(data);
+    }
+    Ok(replies)
+}
+
+/// Ends the message data at once when a server invited it with 354 after
+/// refusing the sender or every recipient, as RFC 2920 section 3.1 asks,
+/// so that the connection is back in step. Nothing is delivered, because
+/// the transaction has no valid recipient.
+async fn end_refused_data(
+    connection: &mut Connection,
+    settings: &Settings,
+    data: Option<&Reply>,
+) -> Result<(), Failure> {
+    if data.is_none_or(|reply| reply.code != 354) {
+        return Ok(());
+    }
+    connection
+        .send_group(settings, ".\r\n", "the end of an empty message")
+        .await
+        .map_err(lost)?;
+    reply(connection, settings, "the reply to an empty message")
+        .await
+        .map(drop)
 }
 
 /// Returns the MAIL FROM parameters that the message needs, or the
@@ -220,6 +321,15 @@ fn accepted(reply: Reply, rejected_recipients: Vec<(String, Reply)>) -> Accepted
         enhanced: reply.enhanced,
         rejected_recipients,
     }
+}
+
+/// Reads the reply to a command that was sent with others.
+async fn reply(
+    connection: &mut Connection,
+    settings: &Settings,
+    step: &str,
+) -> Result<Reply, Failure> {
+    connection.reply(settings, step).await.map_err(lost)
 }
 
 /// Sends one command of the transaction.

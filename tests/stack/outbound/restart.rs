@@ -20,13 +20,14 @@ const REQUESTS: usize = 60;
 /// `max_in_flight` of the pipeline.
 const IN_FLIGHT: usize = 2;
 
-/// Bound on repeats after SIGKILL. Kafka commits a partition only up to its
-/// first unfinished offset, and one commit at a time covers a partition,
-/// so besides the requests in flight, those that finished after a slower
-/// earlier one or while a commit was on its way are repeated too. On a
-/// loaded machine a commit takes as long as a few sends, so this is an
-/// estimate with room for that.
-const MAX_REPEATS: usize = 4 * IN_FLIGHT;
+/// Bound on repeats after SIGKILL. Up to `IN_FLIGHT` requests are being
+/// sent and as many sent ones wait for their status event and commit.
+/// Kafka commits a partition only up to its first unfinished offset, and
+/// one commit at a time covers a partition, so those that finished after
+/// a slower earlier one or while a commit was on its way are repeated too.
+/// On a loaded machine a commit takes as long as a few sends, so this is
+/// an estimate with room for that.
+const MAX_REPEATS: usize = 6 * IN_FLIGHT;
 
 #[derive(Clone, Copy, Debug)]
 enum Stop {
