@@ -28,7 +28,7 @@ use crate::imap::{Session, quote};
 use crate::latency::skip_transient;
 use crate::mail;
 use crate::metrics::{self, Histogram};
-use crate::process::Measured;
+use crate::process::{MachineCpu, Measured};
 use crate::smtp::{Client, SmtpArgs};
 use crate::{BrokerKind, ImapArgs};
 
@@ -156,6 +156,7 @@ pub async fn measure(args: OutboundArgs) -> Result<Value, String> {
         Some(_) => None,
     };
     let cpu_before = measured.sample()?.cpu_seconds;
+    let machine_before = MachineCpu::now()?;
     let started = Instant::now();
     match (&producer, &amqp) {
         (Some(producer), _) => produce_kafka(producer, &args.requests, &requests).await?,
@@ -203,6 +204,7 @@ pub async fn measure(args: OutboundArgs) -> Result<Value, String> {
         }
     }
     let cpu_seconds = measured.sample()?.cpu_seconds - cpu_before;
+    let machine = MachineCpu::now()?.since(&machine_before);
     let exposition = metrics::get(&args.ready, "/metrics")
         .await
         .unwrap_or_default();
@@ -232,6 +234,7 @@ pub async fn measure(args: OutboundArgs) -> Result<Value, String> {
         "cpu_seconds": cpu_seconds,
         "sends": send.count,
         "send_mean_ms": send.mean() * 1000.0,
+        "machine": machine_json(&machine),
     }))
 }
 
@@ -242,6 +245,7 @@ pub async fn limit(args: SmtpLimitArgs) -> Result<Value, String> {
     let next = Arc::new(AtomicUsize::new(0));
     let bytes = Arc::new(AtomicUsize::new(0));
     let args = Arc::new(args);
+    let machine_before = MachineCpu::now()?;
     let started = Instant::now();
     let senders = (0..connections).map(|_| {
         let (args, next, bytes) = (Arc::clone(&args), Arc::clone(&next), Arc::clone(&bytes));
@@ -265,14 +269,26 @@ pub async fn limit(args: SmtpLimitArgs) -> Result<Value, String> {
     let finished = tokio::time::timeout(Duration::from_secs(args.timeout), try_join_all(senders))
         .await
         .map_err(|_| format!("the SMTP limit did not finish within {} s", args.timeout))??;
+    let machine = MachineCpu::now()?.since(&machine_before);
     let last = finished.into_iter().max().unwrap_or(started);
     let sent = next.load(Ordering::Relaxed).min(args.count);
     Ok(json!({
+        "machine": machine_json(&machine),
         "mails": sent,
         "connections": connections,
         "message_bytes": bytes.load(Ordering::Relaxed) / sent.max(1),
         "seconds": last.duration_since(started).as_secs_f64(),
     }))
+}
+
+/// The machine's processor time during a step: busy and total
+/// core-seconds, and the part this process took.
+fn machine_json(machine: &MachineCpu) -> Value {
+    json!({
+        "busy_seconds": machine.busy_seconds,
+        "total_seconds": machine.total_seconds,
+        "bench_seconds": machine.own_seconds,
+    })
 }
 
 /// Waits until the mailbox contains `expect` mails, which fails the run

@@ -147,6 +147,82 @@ pub fn children_usage() -> Result<ChildrenUsage, String> {
     })
 }
 
+/// Processor time of the whole machine and of this process, to tell how
+/// busy the cores were during a step and who kept them busy.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineCpu {
+    /// Core-seconds spent on anything but idling and waiting for I/O.
+    pub busy_seconds: f64,
+    /// Core-seconds that passed: elapsed time times the cores.
+    pub total_seconds: f64,
+    /// CPU seconds of this process (user + system).
+    pub own_seconds: f64,
+}
+
+impl MachineCpu {
+    /// Reads the first line of /proc/stat and this process's usage.
+    pub fn now() -> Result<MachineCpu, String> {
+        let stat = std::fs::read_to_string("/proc/stat")
+            .map_err(|err| format!("failed to read /proc/stat: {err}"))?;
+        let (busy, total) = machine_ticks(&stat)?;
+        let ticks = clock_ticks_per_second();
+        Ok(MachineCpu {
+            busy_seconds: busy as f64 / ticks,
+            total_seconds: total as f64 / ticks,
+            own_seconds: own_cpu_seconds()?,
+        })
+    }
+
+    /// The usage between `earlier` and this reading.
+    pub fn since(&self, earlier: &MachineCpu) -> MachineCpu {
+        MachineCpu {
+            busy_seconds: self.busy_seconds - earlier.busy_seconds,
+            total_seconds: self.total_seconds - earlier.total_seconds,
+            own_seconds: self.own_seconds - earlier.own_seconds,
+        }
+    }
+}
+
+/// Returns the busy and total ticks of the `cpu` line of /proc/stat:
+/// user, nice, system, idle, iowait, irq, softirq, steal. Guest time is
+/// already part of user time.
+fn machine_ticks(stat: &str) -> Result<(u64, u64), String> {
+    let line = stat
+        .lines()
+        .find(|line| line.starts_with("cpu "))
+        .ok_or("no cpu line in /proc/stat")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|value| {
+            value
+                .parse()
+                .map_err(|_| format!("unexpected /proc/stat line: {line}"))
+        })
+        .collect::<Result<_, _>>()?;
+    if fields.len() < 8 {
+        return Err(format!("unexpected /proc/stat line: {line}"));
+    }
+    let total: u64 = fields.iter().sum();
+    let waiting = fields[3] + fields[4];
+    Ok((total - waiting, total))
+}
+
+fn own_cpu_seconds() -> Result<f64, String> {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes only into the struct it is given.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Err(format!(
+            "getrusage failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    Ok(seconds(usage.ru_utime) + seconds(usage.ru_stime))
+}
+
 fn read_sample(pid: u32) -> Result<Sample, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|err| format!("failed to read /proc/{pid}/status: {err}"))?;
@@ -196,6 +272,13 @@ fn clock_ticks_per_second() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_ticks_leave_out_idle_and_iowait() {
+        let stat = "cpu  100 5 50 800 40 3 2 0 7 0\ncpu0 50 2 25 400 20 1 1 0 3 0\n";
+        assert_eq!(machine_ticks(stat).unwrap(), (160, 1000));
+        assert!(machine_ticks("intr 1 2 3\n").is_err());
+    }
 
     #[test]
     fn cpu_seconds_skips_command_name() {

@@ -64,7 +64,9 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
     let limit_mail_ms =
         number(&parallel, "seconds")? * connections * 1000.0 / number(&parallel, "mails")?.max(1.0);
 
+    let limit_cpu = Cpu::read(&parallel, number(&parallel, "mails")?, 0.0)?;
     let mut verdicts = Vec::new();
+    let mut saturated = limit_cpu.busy >= SATURATED;
     for (pipeline, name) in PIPELINES {
         let run = read(dir, &format!("outbound-{pipeline}"))?;
         let mails = number(&run, "requests")?;
@@ -83,25 +85,47 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
         };
         let sends = number(&run, "sends")?;
         let send_ms = number(&run, "send_mean_ms")?;
+        let mailbridge_cpu = number(&run, "cpu_seconds")?;
+        let cpu = Cpu::read(&run, mails, mailbridge_cpu)?;
+        saturated &= cpu.busy >= SATURATED;
         // Seconds × places / requests is the mean time a request held a
         // place, assuming the places were never idle for want of requests.
         let slot_ms = seconds * connections * 1000.0 / mails.max(1.0);
-        let other_ms = slot_ms - send_ms * sends / mails.max(1.0);
+        let per_request_ms = send_ms * sends / mails.max(1.0);
         verdicts.push(format!(
             "- {name}: {ratio:.2} of the limit at {connections:.0} connections \
              ({limit_rate:.0} mails/s), so this {verdict} the target of \
              {TARGET_RATIO}. A request held one of the {connections:.0} places \
-             in flight for {slot_ms:.1} ms on average, against {limit_mail_ms:.1} ms \
-             per mail on one connection of the limit. Its SMTP send attempt \
-             took {send_ms:.1} ms of that (`mailbridge_smtp_send_duration_seconds`, \
-             {sends:.0} attempts). The other {other_ms:.1} ms went to receiving \
-             the request, building the message, publishing the status event \
-             and committing or acknowledging the request, all of which \
-             mailbridge finishes before the place is free again. mailbridge \
-             used {:.2} CPU seconds in these {seconds:.2} s, and producing \
-             the requests took {:.2} s.",
-            number(&run, "cpu_seconds")?,
+             for sending {slot_ms:.1} ms on average, against {limit_mail_ms:.1} ms \
+             per mail on one connection of the limit; its SMTP send attempts \
+             took {per_request_ms:.1} ms of that (`mailbridge_smtp_send_duration_seconds`, \
+             {sends:.0} attempts), and the rest went to receiving the request \
+             and building the message. The status event and the commit or \
+             acknowledgement follow after the place is free. The cores were \
+             {:.0} % busy, against {:.0} % during the limit. Per 1,000 mails \
+             mailbridge took {:.2} core-seconds, `mailbridge-bench` (producing \
+             the requests, reading the status events) {:.2}, and the mail \
+             servers together with the broker {:.2}, against {:.2} for the mail \
+             servers alone during the limit. Producing the requests took \
+             {:.2} s.",
+            cpu.busy * 100.0,
+            limit_cpu.busy * 100.0,
+            cpu.mailbridge,
+            cpu.bench,
+            cpu.others,
+            limit_cpu.others,
             number(&run, "produced_seconds")?,
+        ));
+    }
+    if saturated {
+        verdicts.push(format!(
+            "- In every step the cores were at least {:.0} % busy, so the \
+             mail servers could not go faster for want of processor time: \
+             what mailbridge and the broker take during a step is taken from \
+             postfix and Dovecot, which the limit's client leaves almost \
+             alone. On a machine where the mail server has cores of its own, \
+             as with Microsoft 365 or Gmail, that share does not slow it down.",
+            SATURATED * 100.0
         ));
     }
     let _ = writeln!(page, "\n{}", verdicts.join("\n"));
@@ -120,6 +144,36 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Share of busy cores from which a step counts as limited by processor
+/// time.
+const SATURATED: f64 = 0.9;
+
+/// Processor time of one step, in core-seconds per 1,000 mails, and the
+/// share of the machine's cores that were busy.
+struct Cpu {
+    busy: f64,
+    mailbridge: f64,
+    bench: f64,
+    /// Everything else: the mail servers, the broker, other processes.
+    others: f64,
+}
+
+impl Cpu {
+    fn read(step: &serde_json::Value, mails: f64, mailbridge_seconds: f64) -> Result<Cpu, String> {
+        let machine = &step["machine"];
+        let busy = number(machine, "busy_seconds")?;
+        let total = number(machine, "total_seconds")?;
+        let bench = number(machine, "bench_seconds")?;
+        let per_thousand = 1000.0 / mails.max(1.0);
+        Ok(Cpu {
+            busy: busy / total.max(f64::MIN_POSITIVE),
+            mailbridge: mailbridge_seconds * per_thousand,
+            bench: bench * per_thousand,
+            others: (busy - bench - mailbridge_seconds).max(0.0) * per_thousand,
+        })
+    }
+}
+
 pub const METHOD: &str = "- Outbound throughput: each step sends to a new recipient of the
   stack's domain, whom postfix delivers to over LMTP. mailbridge's
   pipeline reads the requests from a new topic or queue. Once `/readyz`
@@ -134,4 +188,8 @@ pub const METHOD: &str = "- Outbound throughput: each step sends to a new recipi
   are accepted, timed from the first connect to the last 250 reply after
   the data. The connection count N is the pipelines' `max_in_flight`.
   Each step then waits until the recipient's INBOX contains every mail.
+  Busy cores come from the `cpu` line of /proc/stat (everything but idle
+  and iowait) over the timed part of the step, and the processor time of
+  `mailbridge-bench` from getrusage; the mail servers' and the broker's
+  share is what remains after mailbridge's and the tool's.
 ";
