@@ -33,7 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use broker::{Identity, Progress};
-use process::Measured;
+use process::{MachineCpu, Measured};
 
 #[derive(Parser)]
 #[command(about = "Measurements of scripts/bench and scripts/chaos; each prints one JSON object")]
@@ -327,15 +327,23 @@ async fn empty(args: EmptyArgs) -> Result<serde_json::Value, String> {
 }
 
 async fn fetch(args: FetchArgs) -> Result<serde_json::Value, String> {
+    let machine_before = MachineCpu::now()?;
     let (mails, bytes, seconds) =
         imap::fetch_all(&args.imap, &args.imap.token, &args.mailbox, args.batch).await?;
+    let machine = MachineCpu::now()?.since(&machine_before);
     if mails != args.expect {
         return Err(format!(
             "fetched {mails} mails from {}, expected {}",
             args.mailbox, args.expect
         ));
     }
-    Ok(json!({ "mails": mails, "bytes": bytes, "seconds": seconds, "batch": args.batch }))
+    Ok(json!({
+        "mails": mails,
+        "bytes": bytes,
+        "seconds": seconds,
+        "batch": args.batch,
+        "machine": machine.to_json(),
+    }))
 }
 
 /// Starts the counting consumer and returns once it is assigned.
@@ -377,6 +385,7 @@ async fn backfill(args: BackfillArgs) -> Result<serde_json::Value, String> {
     let broker = args.broker.clone();
     let (mut counter, progress) = start_counter(args.broker, args.expect, Identity::Key).await?;
 
+    let machine_before = MachineCpu::now()?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout);
     let mut measured = Measured::start(&args.command, &args.log)?;
@@ -401,6 +410,7 @@ async fn backfill(args: BackfillArgs) -> Result<serde_json::Value, String> {
         }
     };
     let sample = measured.sample()?;
+    let machine = MachineCpu::now()?.since(&machine_before);
     let peak_rss_bytes = measured.peak_rss_bytes;
     let exit_code = measured.stop(Duration::from_secs(40)).await?;
     if exit_code != 0 {
@@ -418,6 +428,7 @@ async fn backfill(args: BackfillArgs) -> Result<serde_json::Value, String> {
         "seconds": last.duration_since(started).as_secs_f64(),
         "peak_rss_bytes": peak_rss_bytes,
         "cpu_seconds": sample.cpu_seconds,
+        "machine": machine.to_json(),
     }))
 }
 

@@ -234,7 +234,7 @@ pub async fn measure(args: OutboundArgs) -> Result<Value, String> {
         "cpu_seconds": cpu_seconds,
         "sends": send.count,
         "send_mean_ms": send.mean() * 1000.0,
-        "machine": machine_json(&machine),
+        "machine": machine.to_json(),
     }))
 }
 
@@ -273,22 +273,12 @@ pub async fn limit(args: SmtpLimitArgs) -> Result<Value, String> {
     let last = finished.into_iter().max().unwrap_or(started);
     let sent = next.load(Ordering::Relaxed).min(args.count);
     Ok(json!({
-        "machine": machine_json(&machine),
+        "machine": machine.to_json(),
         "mails": sent,
         "connections": connections,
         "message_bytes": bytes.load(Ordering::Relaxed) / sent.max(1),
         "seconds": last.duration_since(started).as_secs_f64(),
     }))
-}
-
-/// The machine's processor time during a step: busy and total
-/// core-seconds, and the part this process took.
-fn machine_json(machine: &MachineCpu) -> Value {
-    json!({
-        "busy_seconds": machine.busy_seconds,
-        "total_seconds": machine.total_seconds,
-        "bench_seconds": machine.own_seconds,
-    })
 }
 
 /// Waits until the mailbox contains `expect` mails, which fails the run

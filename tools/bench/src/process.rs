@@ -173,6 +173,16 @@ impl MachineCpu {
         })
     }
 
+    /// The busy and total core-seconds and this process's part, for a
+    /// result file.
+    pub fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "busy_seconds": self.busy_seconds,
+            "total_seconds": self.total_seconds,
+            "bench_seconds": self.own_seconds,
+        })
+    }
+
     /// The usage between `earlier` and this reading.
     pub fn since(&self, earlier: &MachineCpu) -> MachineCpu {
         MachineCpu {

@@ -36,7 +36,11 @@ pub fn profile_section(page: &mut String, dir: &Path) -> Result<(), String> {
          `scripts/profile`. Instruction counts change little between runs on \
          a busy machine, unlike times. A run counts from the process start, \
          so sign-in and connection are included. \"Before\" is the build \
-         given as `--baseline`, when there is one.\n"
+         given as `--baseline`, when there is one. valgrind emulates a \
+         processor without the SHA extensions of this machine's processor, so \
+         callgrind overstates hashing; where perf can sample, each build also \
+         ran once outside valgrind, sampled with perf's cpu-clock event, \
+         which shows the share of processor time instead.\n"
     );
     for (set, title) in found {
         set_table(page, dir, set, title)?;
@@ -86,6 +90,37 @@ fn set_table(page: &mut String, dir: &Path, set: &str, title: &str) -> Result<()
                 "| `{}` | {:.1} % |",
                 shorten(function),
                 own * 100.0 / total
+            );
+        }
+        page.push('\n');
+    }
+    sampled_tables(page, dir, set)
+}
+
+/// Writes the perf samples of each build of one set, when there are any.
+fn sampled_tables(page: &mut String, dir: &Path, set: &str) -> Result<(), String> {
+    for (label, name) in LABELS {
+        let Some(result) = read(dir, &format!("profile-{set}-{label}-perf")) else {
+            continue;
+        };
+        let _ = writeln!(
+            page,
+            "{name}, sampled by perf outside valgrind: functions with the most \
+             processor time of their own, kernel functions marked `[k]`.\n"
+        );
+        let _ = writeln!(page, "| Function | Share |\n| --- | ---: |");
+        for row in result["top"].as_array().into_iter().flatten() {
+            let function = row["function"].as_str().unwrap_or("?");
+            let (kernel, function) = match function.split_once(' ') {
+                Some(("[k]", rest)) => (" `[k]`", rest.trim()),
+                Some(("[.]", rest)) => ("", rest.trim()),
+                _ => ("", function),
+            };
+            let _ = writeln!(
+                page,
+                "| `{}`{kernel} | {:.1} % |",
+                shorten(function),
+                number(row, "share")?
             );
         }
         page.push('\n');

@@ -200,12 +200,33 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
         } else {
             "misses"
         };
-        verdicts.push(format!(
+        let mailbridge_cpu = number(&run, "cpu_seconds")?;
+        let cpu = Cpu::read(&run, number(&run, "documents")?, mailbridge_cpu)?;
+        let imap_cpu = Cpu::read(&fetch, mails, 0.0)?;
+        let mut verdict = format!(
             "- {name}: {ratio:.2} of the slower limit ({slower_name}, {slower:.0} mails/s), \
-             so this {verdict} the target of {TARGET_RATIO}. mailbridge used {:.2} CPU \
-             seconds in these {run_seconds:.2} s.",
-            number(&run, "cpu_seconds")?
-        ));
+             so this {verdict} the target of {TARGET_RATIO}. mailbridge used {mailbridge_cpu:.2} CPU \
+             seconds in these {run_seconds:.2} s. The cores were {:.0} % busy, against {:.0} % \
+             during the IMAP limit. Per 1,000 mails mailbridge took {:.2} core-seconds, \
+             `mailbridge-bench` (counting the documents) {:.2}, and the rest of the machine \
+             (Dovecot, the broker, any other process) {:.2}; during the IMAP limit the rest \
+             took {:.2} and the limit's client {:.2}.",
+            cpu.busy * 100.0,
+            imap_cpu.busy * 100.0,
+            cpu.mailbridge,
+            cpu.bench,
+            cpu.others,
+            imap_cpu.others,
+            imap_cpu.bench,
+        );
+        if ratio < TARGET_RATIO && cpu.busy >= SATURATED {
+            verdict.push_str(
+                " The cores were saturated, so mailbridge's parsing, hashing and \
+                 publishing and the broker's work took processor time from Dovecot, \
+                 which the limit's client, doing none of that, left to it.",
+            );
+        }
+        verdicts.push(verdict);
     }
     if let Some(verdict) = crate::report_peer::row(page, dir, set)? {
         verdicts.push(verdict);
@@ -353,6 +374,10 @@ const METHOD: &str = "## Method
   fetches every body with `UID FETCH first:last (UID BODY.PEEK[])` in
   commands of `batch_size` UIDs, timed from the TCP connect to the last
   byte, without parsing or publishing.
+- Busy cores come from the `cpu` line of /proc/stat (everything but idle
+  and iowait) while a step runs, the processor time of `mailbridge-bench`
+  from getrusage and mailbridge's from /proc/PID/stat; the rest of the
+  machine is what remains.
 - The broker limits send as many JSON documents of mailbridge's mean
   document size, with mailbridge's producer settings, in batches of
   `batch_size` whose confirmations are awaited before the next batch (as
@@ -374,6 +399,40 @@ pub fn read(dir: &Path, name: &str) -> Result<Value, String> {
     let text = std::fs::read_to_string(&file)
         .map_err(|err| format!("failed to read {}: {err}", file.display()))?;
     serde_json::from_str(&text).map_err(|err| format!("invalid JSON in {}: {err}", file.display()))
+}
+
+/// Share of busy cores from which a step counts as limited by processor
+/// time.
+pub const SATURATED: f64 = 0.9;
+
+/// Processor time of one step, in core-seconds per 1,000 mails, and the
+/// share of the machine's cores that were busy.
+pub struct Cpu {
+    pub busy: f64,
+    pub mailbridge: f64,
+    pub bench: f64,
+    /// Everything else: the mail servers, the broker, other processes.
+    pub others: f64,
+}
+
+impl Cpu {
+    pub fn read(
+        step: &serde_json::Value,
+        mails: f64,
+        mailbridge_seconds: f64,
+    ) -> Result<Cpu, String> {
+        let machine = &step["machine"];
+        let busy = number(machine, "busy_seconds")?;
+        let total = number(machine, "total_seconds")?;
+        let bench = number(machine, "bench_seconds")?;
+        let per_thousand = 1000.0 / mails.max(1.0);
+        Ok(Cpu {
+            busy: busy / total.max(f64::MIN_POSITIVE),
+            mailbridge: mailbridge_seconds * per_thousand,
+            bench: bench * per_thousand,
+            others: (busy - bench - mailbridge_seconds).max(0.0) * per_thousand,
+        })
+    }
 }
 
 pub fn number(value: &Value, key: &str) -> Result<f64, String> {

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::report::{number, read, thousands};
+use crate::report::{Cpu, SATURATED, number, read, thousands};
 
 /// Ratio of mailbridge's rate to the SMTP limit at the same concurrency
 /// that outbound aims at.
@@ -104,9 +104,9 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
              acknowledgement follow after the place is free. The cores were \
              {:.0} % busy, against {:.0} % during the limit. Per 1,000 mails \
              mailbridge took {:.2} core-seconds, `mailbridge-bench` (producing \
-             the requests, reading the status events) {:.2}, and the mail \
-             servers together with the broker {:.2}, against {:.2} for the mail \
-             servers alone during the limit. Producing the requests took \
+             the requests, reading the status events) {:.2}, and the rest of \
+             the machine (the mail servers, the broker, any other process) \
+             {:.2}, against {:.2} for the rest during the limit. Producing the requests took \
              {:.2} s.",
             cpu.busy * 100.0,
             limit_cpu.busy * 100.0,
@@ -144,36 +144,6 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Share of busy cores from which a step counts as limited by processor
-/// time.
-const SATURATED: f64 = 0.9;
-
-/// Processor time of one step, in core-seconds per 1,000 mails, and the
-/// share of the machine's cores that were busy.
-struct Cpu {
-    busy: f64,
-    mailbridge: f64,
-    bench: f64,
-    /// Everything else: the mail servers, the broker, other processes.
-    others: f64,
-}
-
-impl Cpu {
-    fn read(step: &serde_json::Value, mails: f64, mailbridge_seconds: f64) -> Result<Cpu, String> {
-        let machine = &step["machine"];
-        let busy = number(machine, "busy_seconds")?;
-        let total = number(machine, "total_seconds")?;
-        let bench = number(machine, "bench_seconds")?;
-        let per_thousand = 1000.0 / mails.max(1.0);
-        Ok(Cpu {
-            busy: busy / total.max(f64::MIN_POSITIVE),
-            mailbridge: mailbridge_seconds * per_thousand,
-            bench: bench * per_thousand,
-            others: (busy - bench - mailbridge_seconds).max(0.0) * per_thousand,
-        })
-    }
-}
-
 pub const METHOD: &str = "- Outbound throughput: each step sends to a new recipient of the
   stack's domain, whom postfix delivers to over LMTP. mailbridge's
   pipeline reads the requests from a new topic or queue. Once `/readyz`
@@ -190,6 +160,7 @@ pub const METHOD: &str = "- Outbound throughput: each step sends to a new recipi
   Each step then waits until the recipient's INBOX contains every mail.
   Busy cores come from the `cpu` line of /proc/stat (everything but idle
   and iowait) over the timed part of the step, and the processor time of
-  `mailbridge-bench` from getrusage; the mail servers' and the broker's
-  share is what remains after mailbridge's and the tool's.
+  `mailbridge-bench` from getrusage; the rest of the machine (the mail
+  servers, the broker, any other process) is what remains after
+  mailbridge's and the tool's share.
 ";
