@@ -173,3 +173,68 @@ fn dedupe_key(document: &InboundMail) -> String {
         None => format!("sha256:{}", document.content_sha256),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> Builder {
+        Builder {
+            pipeline: "p".to_owned(),
+            account: "a".to_owned(),
+            mailbox: "INBOX".to_owned(),
+            options: DocumentOptions::default(),
+            max_payload_bytes: None,
+        }
+    }
+
+    /// A mail of about `bytes` bytes whose Message-ID names `uid`.
+    fn fetched(uid: u32, bytes: usize) -> Fetched {
+        let line = "x".repeat(76);
+        let mut body = format!(
+            "From: a@example.com\r\nTo: b@example.com\r\nSubject: mail {uid}\r\n\
+             Message-ID: <{uid}@example.com>\r\n\r\n"
+        );
+        while body.len() < bytes {
+            body.push_str(&line);
+            body.push_str("\r\n");
+        }
+        Fetched {
+            uid,
+            flags: Vec::new(),
+            internal_date: None,
+            size: None,
+            body: body.into_bytes(),
+            header_only: false,
+        }
+    }
+
+    #[test]
+    fn a_large_batch_keeps_the_order_of_its_mails() {
+        // Large enough for a thread per core, up to 8 cores.
+        let batch: Vec<Fetched> = (1..=9).map(|uid| fetched(uid, BYTES_PER_THREAD)).collect();
+
+        let documents = builder().documents(&batch, 7, None);
+
+        let keys: Vec<String> = (1..=9).map(|uid| format!("{uid}@example.com")).collect();
+        assert_eq!(documents.keys, keys);
+        let ids: Vec<String> = (1..=9)
+            .map(|uid| mail::document_id("a", "INBOX", 7, uid))
+            .collect();
+        let published: Vec<&str> = documents.records.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(published, ids);
+    }
+
+    #[test]
+    fn a_large_batch_leaves_out_known_mails() {
+        let batch: Vec<Fetched> = (1..=4).map(|uid| fetched(uid, BYTES_PER_THREAD)).collect();
+        let known: HashSet<String> = ["2@example.com".to_owned()].into();
+
+        let documents = builder().documents(&batch, 7, Some(&known));
+
+        assert_eq!(
+            documents.keys,
+            ["1@example.com", "3@example.com", "4@example.com"]
+        );
+    }
+}
