@@ -5,8 +5,8 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -75,12 +75,19 @@ pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
 }
 
 /// Returns the platform's root certificates, skipping those that fail to
-/// parse.
+/// parse. The bundle is read and parsed once per process, because every
+/// IMAP, SMTP, AMQP and token client needs it; a changed bundle takes
+/// effect at the next start.
 pub fn platform_store() -> RootCertStore {
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    roots
+    static PLATFORM: OnceLock<RootCertStore> = OnceLock::new();
+    PLATFORM
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+            roots
+        })
+        .clone()
 }
 
 /// Returns the certificates of the PEM file `file` as trust anchors.

@@ -911,6 +911,70 @@ async fn fake_pipelining_refused_recipient_sends_no_data() {
     );
 }
 
+/// A server that sends one reply nobody asked for puts every later reply
+/// one step out: the 250 read for DATA must not pass for a refusal of
+/// the message, but end the connection as a transient fault.
+#[tokio::test]
+async fn fake_unrequested_reply_is_protocol_error() {
+    let fixture = Fixture::new(starttls()).await;
+    let fake = FakeSmtp::start(vec![script(vec![
+        signed_in_pipelining(),
+        vec![
+            step(
+                "MAIL FROM:",
+                &["250 2.1.0 Sender OK", "250 2.1.0 Sender OK again"],
+            ),
+            step("RCPT TO:", &["250 2.1.5 Recipient OK"]),
+            step("DATA", &["354 Start mail input"]),
+        ],
+    ])])
+    .await;
+    let sender = fixture.sender_via(fake_server(&fake, Tls::None), PoolSettings::default());
+
+    let error = fake_send(&fixture, &sender).await.expect_err("out of step");
+
+    assert_eq!(error.kind(), "protocol", "{error}");
+    assert!(error.is_transient(), "{error}");
+    assert!(error.to_string().contains("expected 354"), "{error}");
+    let received = fake.received();
+    assert_eq!(data_ends(&received[0]), 0, "{received:?}");
+}
+
+/// A pooled connection whose server answers MAIL FROM with 432 and then
+/// closes refused the message: the 432 is the error, so that the
+/// account's sends in flight go down, and the message is not resent at
+/// once as over a stale connection.
+#[tokio::test]
+async fn fake_refusal_then_close_is_reported() {
+    let fixture = Fixture::new(starttls()).await;
+    let fake = FakeSmtp::start(vec![script(vec![
+        signed_in_pipelining(),
+        transaction("250 2.0.0 OK first"),
+        vec![step(
+            "MAIL FROM:",
+            &[
+                "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded",
+                "{close}",
+            ],
+        )],
+    ])])
+    .await;
+    let sender = fixture.sender_via(fake_server(&fake, Tls::None), PoolSettings::default());
+
+    let first = fake_send(&fixture, &sender).await;
+    let error = fake_send(&fixture, &sender).await.expect_err("432");
+
+    assert!(first.is_ok(), "{first:?}");
+    assert_eq!(error.kind(), "concurrency_limit", "{error}");
+    assert_eq!(error.code(), Some(432));
+    let received = fake.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "sent again on a new connection: {received:?}"
+    );
+}
+
 #[tokio::test]
 async fn fake_send_as_denied_keeps_connection() {
     let fixture = Fixture::new(starttls()).await;

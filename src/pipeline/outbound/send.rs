@@ -143,9 +143,9 @@ fn hold(shared: &Shared, err: &SmtpError, attempt: u32, delay: Duration) {
 
 /// Returns the reply that caused `err`, when a reply did.
 pub(super) fn reply_of(err: &SmtpError) -> Option<SmtpReply> {
-    err.code().map(|code| SmtpReply {
-        code,
-        enhanced: err.enhanced().map(str::to_owned),
-        text: err.to_string(),
+    err.reply().map(|reply| SmtpReply {
+        code: reply.code,
+        enhanced: reply.enhanced.clone(),
+        text: reply.text(),
     })
 }

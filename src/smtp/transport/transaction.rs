@@ -94,8 +94,10 @@ pub(crate) async fn submit(
         .iter()
         .map(|(_, address)| Rcpt::new(address.clone(), Vec::new()).to_string())
         .collect();
-    let replies = match connection.capabilities.has("PIPELINING") {
-        true => pipelined(connection, settings, &mail, &rcpts).await?,
+    let group_bytes = mail.len() + rcpts.iter().map(String::len).sum::<usize>();
+    let pipelining = connection.capabilities.has("PIPELINING") && group_bytes <= MAX_GROUP_BYTES;
+    let replies = match pipelining {
+        true => pipelined(connection, settings, envelope, &mail, &rcpts).await?,
         false => one_by_one(connection, settings, &mail, &rcpts).await?,
     };
 
@@ -120,6 +122,19 @@ pub(crate) async fn submit(
             return Err(reset(connection, settings, error).await);
         }
     };
+    if reply.is_positive() && reply.code != 354 {
+        // A 2xx here answers some other command: the replies are out of
+        // step, so nothing on this connection can be trusted.
+        return Err(Failure::Broken(SmtpError::Protocol {
+            server: settings.label.clone(),
+            step: "the reply to DATA".to_owned(),
+            detail: format!(
+                "expected 354 but got {} {}; the server sent a reply nobody asked for",
+                reply.code,
+                reply.text()
+            ),
+        }));
+    }
     if reply.code != 354 {
         return Err(reject(connection, settings, envelope, "DATA", reply).await);
     }
@@ -144,11 +159,18 @@ struct Replies {
     data: Option<Reply>,
 }
 
+/// Largest group of commands written at once. Replies are read only after
+/// the whole group went out, so a group that filled the socket buffers
+/// while the server's replies filled the other direction would stall
+/// both sides; a larger envelope is sent one command at a time.
+const MAX_GROUP_BYTES: usize = 16 * 1024;
+
 /// Sends MAIL FROM, the RCPT TO commands and DATA at once and reads their
 /// replies.
 async fn pipelined(
     connection: &mut Connection,
     settings: &Settings,
+    envelope: &Envelope,
     mail: &str,
     rcpts: &[String],
 ) -> Result<Replies, Failure> {
@@ -165,14 +187,53 @@ async fn pipelined(
     let mail = reply(connection, settings, "the reply to MAIL FROM").await?;
     let mut replies = Vec::with_capacity(rcpts.len());
     for _ in rcpts {
-        replies.push(reply(connection, settings, "the reply to RCPT TO").await?);
+        match reply(connection, settings, "the reply to RCPT TO").await {
+            Ok(rcpt) => replies.push(rcpt),
+            Err(failure) => return Err(refusal_first(settings, envelope, &mail, &[], failure)),
+        }
     }
-    let data = reply(connection, settings, "the reply to DATA").await?;
-    Ok(Replies {
-        mail,
-        rcpts: replies,
-        data: Some(data),
-    })
+    match reply(connection, settings, "the reply to DATA").await {
+        Ok(data) => Ok(Replies {
+            mail,
+            rcpts: replies,
+            data: Some(data),
+        }),
+        Err(failure) => Err(refusal_first(settings, envelope, &mail, &replies, failure)),
+    }
+}
+
+/// Chooses what to report when the connection failed while the replies
+/// of a group were read. A server that refused the sender or every
+/// recipient and then closed the connection ended the transaction
+/// itself, so that refusal is the error, not the closed connection,
+/// which would pass for a stale pooled one and be tried again.
+fn refusal_first(
+    settings: &Settings,
+    envelope: &Envelope,
+    mail: &Reply,
+    rcpts: &[Reply],
+    failure: Failure,
+) -> Failure {
+    if !mail.is_positive() {
+        let error = transaction_error(&settings.label, "MAIL FROM", &envelope.from, mail.clone());
+        return Failure::Broken(error);
+    }
+    if !rcpts.is_empty()
+        && rcpts.len() == envelope.recipients.len()
+        && !rcpts.iter().any(Reply::is_positive)
+    {
+        let rejected = envelope
+            .recipients
+            .iter()
+            .zip(rcpts)
+            .map(|((text, _), reply)| (text.clone(), reply.clone()))
+            .collect();
+        return Failure::Broken(SmtpError::RecipientsRejected {
+            server: settings.label.clone(),
+            rejected,
+        });
+    }
+    failure
 }
 
 /// Sends MAIL FROM, the RCPT TO commands and DATA one after another,

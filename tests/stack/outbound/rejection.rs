@@ -135,6 +135,10 @@ fn check_failed(event: &Value, pipeline: &str) {
             .is_some_and(|code| code >= 500),
         "{event}"
     );
+    // The server's own words, not mailbridge's sentence about them.
+    let text = event["smtp"]["text"].as_str().unwrap_or_default();
+    assert!(!text.is_empty(), "{event}");
+    assert!(!text.contains("SMTP server"), "{event}");
     assert!(
         event["message_id"]
             .as_str()
