@@ -49,9 +49,10 @@ impl MailboxWatch {
         }
     }
 
-    /// Publishes the mails `uids` in batches. The next batch is fetched
-    /// while the broker confirms the current one, so the IMAP server and
-    /// the broker work at the same time. A batch is still post-processed
+    /// Publishes the mails `uids` in batches. The next batch is fetched,
+    /// and built unless known keys apply, while the broker confirms the
+    /// current one, so the IMAP server, the parser and the broker work at
+    /// the same time. A batch is still post-processed
     /// and checkpointed only after the broker confirmed it, in UID order.
     async fn publish_pending(
         &mut self,
@@ -64,13 +65,32 @@ impl MailboxWatch {
         let Some(mut batch) = planner.next_batch(session).await? else {
             return Ok(());
         };
-        let mut fetched = session.fetch_split(&batch.whole, &batch.headers).await?;
+        let uidvalidity = position.uidvalidity;
+        let mut current = Ahead::Fetched(session.fetch_split(&batch.whole, &batch.headers).await?);
         loop {
             self.load_known(position)?;
             let next = planner.next_batch(session).await?;
-            let published = self.build_and_publish(fetched, position.uidvalidity);
-            let (published, prefetched) =
-                tokio::join!(published, fetch_next(session, next.as_ref()));
+            // Without known keys to leave out, the next batch does not
+            // depend on this one, so it is also built while the broker
+            // confirms this one.
+            let builder = self.known.is_none().then(|| self.builder());
+            let published = match current {
+                Ahead::Fetched(fetched) => self.build_and_publish(fetched, uidvalidity),
+                Ahead::Built(documents) => self.publish_built(documents),
+            };
+            let prefetch = async {
+                let fetched = fetch_next(session, next.as_ref()).await?;
+                match (fetched, builder) {
+                    (Some(fetched), Some(builder)) => {
+                        let (documents, _) = build(builder, fetched, uidvalidity, None).await?;
+                        Ok(Some(Ahead::Built(documents)))
+                    }
+                    (Some(fetched), None) => Ok(Some(Ahead::Fetched(fetched))),
+                    (None, _) => Ok(None),
+                }
+            };
+            let (published, prefetched): (_, Result<_, WatchError>) =
+                tokio::join!(published, prefetch);
             let published = published?;
             self.known = published.known;
             let documents = published.documents;
@@ -89,7 +109,7 @@ impl MailboxWatch {
                             debug!(mailbox = %self.mailbox, error = %finish_err, "Batch not checkpointed after the failed fetch");
                         }
                     }
-                    return Err(err.into());
+                    return Err(err);
                 }
             };
             self.confirm(session, &documents.records, published.first_attempt)
@@ -103,7 +123,7 @@ impl MailboxWatch {
                 return Err(WatchError::Shutdown);
             }
             match (next, prefetched) {
-                (Some(next), Some(next_fetched)) => (batch, fetched) = (next, next_fetched),
+                (Some(next), Some(ahead)) => (batch, current) = (next, ahead),
                 _ => return Ok(()),
             }
         }
@@ -116,27 +136,12 @@ impl MailboxWatch {
         &mut self,
         fetched: Vec<Fetched>,
         uidvalidity: u32,
-    ) -> impl Future<Output = Result<Published, WatchError>> + 'static {
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Published, WatchError>> + Send>> {
         let builder = self.builder();
         let known = self.known.take();
         let publisher = self.shared.publisher.clone();
-        async move {
-            let built = tokio::task::spawn_blocking(move || {
-                let documents = builder.documents(&fetched, uidvalidity, known.as_ref());
-                debug!(
-                    mailbox = %builder.mailbox, fetched = fetched.len(),
-                    publishing = documents.records.len(), "Built the documents of a batch"
-                );
-                (documents, known)
-            });
-            let (documents, known) = match built.await {
-                Ok(built) => built,
-                Err(err) => match err.try_into_panic() {
-                    Ok(panic) => std::panic::resume_unwind(panic),
-                    // The runtime is shutting down.
-                    Err(_) => return Err(WatchError::Shutdown),
-                },
-            };
+        Box::pin(async move {
+            let (documents, known) = build(builder, fetched, uidvalidity, known).await?;
             let started = Instant::now();
             let first_attempt = publisher.publish(&documents.records).await;
             Ok(Published {
@@ -145,7 +150,25 @@ impl MailboxWatch {
                 first_attempt,
                 started,
             })
-        }
+        })
+    }
+
+    /// Publishes documents built ahead, once.
+    fn publish_built(
+        &self,
+        documents: Documents,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Published, WatchError>> + Send>> {
+        let publisher = self.shared.publisher.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let first_attempt = publisher.publish(&documents.records).await;
+            Ok(Published {
+                documents,
+                known: None,
+                first_attempt,
+                started,
+            })
+        })
     }
 
     fn builder(&self) -> Builder {
@@ -347,6 +370,40 @@ struct Published {
     first_attempt: Result<(), PublishError>,
     /// Start of the first publication.
     started: Instant,
+}
+
+/// The next batch, fetched, and built too when it did not depend on the
+/// current one.
+enum Ahead {
+    Fetched(Vec<Fetched>),
+    Built(Documents),
+}
+
+/// Builds the documents of `fetched` on a blocking thread, which frees the
+/// raw mail, leaving out the mails whose keys are in `known`, which moves
+/// to that thread and back.
+async fn build(
+    builder: Builder,
+    fetched: Vec<Fetched>,
+    uidvalidity: u32,
+    known: Option<HashSet<String>>,
+) -> Result<(Documents, Option<HashSet<String>>), WatchError> {
+    let built = tokio::task::spawn_blocking(move || {
+        let documents = builder.documents(&fetched, uidvalidity, known.as_ref());
+        debug!(
+            mailbox = %builder.mailbox, fetched = fetched.len(),
+            publishing = documents.records.len(), "Built the documents of a batch"
+        );
+        (documents, known)
+    });
+    match built.await {
+        Ok(built) => Ok(built),
+        Err(err) => match err.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // The runtime is shutting down.
+            Err(_) => Err(WatchError::Shutdown),
+        },
+    }
 }
 
 /// Fetches the mails of `batch`, when there is one.

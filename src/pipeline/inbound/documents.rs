@@ -188,7 +188,7 @@ mod tests {
         }
     }
 
-    /// A mail of about `bytes` bytes whose Message-ID names `uid`.
+    /// Returns a mail of about `bytes` bytes whose Message-ID names `uid`.
     fn fetched(uid: u32, bytes: usize) -> Fetched {
         let line = "x".repeat(76);
         let mut body = format!(
@@ -210,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn a_large_batch_keeps_the_order_of_its_mails() {
+    fn documents_of_large_batch_keep_order() {
         // Large enough for a thread per core, up to 8 cores.
         let batch: Vec<Fetched> = (1..=9).map(|uid| fetched(uid, BYTES_PER_THREAD)).collect();
 
@@ -226,7 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn a_large_batch_leaves_out_known_mails() {
+    fn documents_of_large_batch_skip_known() {
         let batch: Vec<Fetched> = (1..=4).map(|uid| fetched(uid, BYTES_PER_THREAD)).collect();
         let known: HashSet<String> = ["2@example.com".to_owned()].into();
 

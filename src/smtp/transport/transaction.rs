@@ -79,8 +79,8 @@ pub(crate) enum Failure {
 
 /// Runs one transaction on a signed-in connection. When the server
 /// announced PIPELINING (RFC 2920), MAIL FROM, every RCPT TO and DATA go
-/// out in one write and their replies are read in order, so that a
-/// message costs two round trips instead of three plus one per recipient.
+/// out in one write and their replies are read in order. A message then
+/// costs two round trips instead of three plus one per recipient.
 pub(crate) async fn submit(
     connection: &mut Connection,
     settings: &Settings,
@@ -160,9 +160,9 @@ struct Replies {
 }
 
 /// Largest group of commands written at once. Replies are read only after
-/// the whole group went out, so a group that filled the socket buffers
-/// while the server's replies filled the other direction would stall
-/// both sides; a larger envelope is sent one command at a time.
+/// the whole group went out. A group that filled the socket buffers while
+/// the server's replies filled the other direction would stall both
+/// sides, so a larger envelope is sent one command at a time.
 const MAX_GROUP_BYTES: usize = 16 * 1024;
 
 /// Sends MAIL FROM, the RCPT TO commands and DATA at once and reads their
