@@ -69,11 +69,13 @@ fn message_id(mail: &[u8]) -> Option<&[u8]> {
     None
 }
 
-/// Distinct documents seen so far and their total payload size.
+/// Distinct documents seen so far, their total payload size and when the
+/// first one arrived.
 #[derive(Default)]
 pub struct Progress {
     pub distinct: AtomicUsize,
     pub bytes: AtomicU64,
+    pub first: std::sync::OnceLock<Instant>,
 }
 
 impl Progress {
@@ -81,6 +83,7 @@ impl Progress {
         if !seen.insert(id.to_vec()) {
             return self.distinct.load(Ordering::Relaxed);
         }
+        self.first.get_or_init(Instant::now);
         self.bytes
             .fetch_add(payload_bytes as u64, Ordering::Relaxed);
         self.distinct.fetch_add(1, Ordering::Relaxed) + 1

@@ -426,6 +426,10 @@ async fn backfill(args: BackfillArgs) -> Result<serde_json::Value, String> {
         "documents": documents,
         "document_bytes": bytes / documents.max(1) as u64,
         "seconds": last.duration_since(started).as_secs_f64(),
+        "first_seconds": progress
+            .first
+            .get()
+            .map_or(0.0, |first| first.duration_since(started).as_secs_f64()),
         "peak_rss_bytes": peak_rss_bytes,
         "cpu_seconds": sample.cpu_seconds,
         "machine": machine.to_json(),
