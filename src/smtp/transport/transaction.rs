@@ -123,7 +123,7 @@ pub(crate) async fn submit(
         }
     };
     if reply.is_positive() && reply.code != 354 {
-        // A 2xx here answers some other command: the replies are out of
+        // A 2xx here is the reply to some other command: the replies are out of
         // step, so nothing on this connection can be trusted.
         return Err(Failure::Broken(SmtpError::Protocol {
             server: settings.label.clone(),

@@ -446,6 +446,7 @@ async fn produce(args: ProduceArgs) -> Result<serde_json::Value, String> {
     } = args;
     let producer_broker = broker.clone();
     let (counter, progress) = start_counter(broker, count, Identity::Key).await?;
+    let machine_before = MachineCpu::now()?;
     let started = Instant::now();
     let measurement = async {
         let confirmed_seconds =
@@ -464,11 +465,13 @@ async fn produce(args: ProduceArgs) -> Result<serde_json::Value, String> {
                 ));
             }
         };
+    let machine = MachineCpu::now()?.since(&machine_before);
     broker::remove_target(&producer_broker).await?;
     Ok(json!({
         "documents": progress.distinct.load(Ordering::Relaxed),
         "document_bytes": document_bytes,
         "batch": batch,
+        "machine": machine.to_json(),
         "seconds": last.duration_since(started).as_secs_f64(),
         "confirmed_seconds": confirmed_seconds,
     }))
