@@ -130,21 +130,32 @@ pub struct ChildrenUsage {
 /// and been waited for, this covers it and every process it waited for,
 /// such as the delivery commands that fetchmail starts for each mail.
 pub fn children_usage() -> Result<ChildrenUsage, String> {
+    let usage = rusage(libc::RUSAGE_CHILDREN)?;
+    Ok(ChildrenUsage {
+        cpu_seconds: cpu_of(&usage),
+        // Linux reports ru_maxrss in kilobytes.
+        max_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+    })
+}
+
+/// Calls getrusage for `who`: RUSAGE_SELF or RUSAGE_CHILDREN.
+fn rusage(who: libc::c_int) -> Result<libc::rusage, String> {
     // SAFETY: an all-zero rusage is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes only into the struct it is given.
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
         return Err(format!(
             "getrusage failed: {}",
             std::io::Error::last_os_error()
         ));
     }
+    Ok(usage)
+}
+
+/// Returns user plus system time of `usage`, in seconds.
+fn cpu_of(usage: &libc::rusage) -> f64 {
     let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
-    Ok(ChildrenUsage {
-        cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-        // Linux reports ru_maxrss in kilobytes.
-        max_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
-    })
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// Processor time of the whole machine and of this process, to tell how
@@ -220,17 +231,7 @@ fn machine_ticks(stat: &str) -> Result<(u64, u64), String> {
 }
 
 fn own_cpu_seconds() -> Result<f64, String> {
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes only into the struct it is given.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Err(format!(
-            "getrusage failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
-    Ok(seconds(usage.ru_utime) + seconds(usage.ru_stime))
+    rusage(libc::RUSAGE_SELF).map(|usage| cpu_of(&usage))
 }
 
 fn read_sample(pid: u32) -> Result<Sample, String> {
