@@ -76,7 +76,7 @@ pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
 
 /// Returns the platform's root certificates, skipping those that fail to
 /// parse. The bundle is read and parsed once per process, because every
-/// IMAP, SMTP, AMQP and token client needs it; a changed bundle takes
+/// IMAP, SMTP, AMQP and token client needs it. A changed bundle takes
 /// effect at the next start.
 pub fn platform_store() -> RootCertStore {
     static PLATFORM: OnceLock<RootCertStore> = OnceLock::new();

@@ -184,8 +184,8 @@ impl MachineCpu {
         })
     }
 
-    /// The busy and total core-seconds and this process's part, for a
-    /// result file.
+    /// Returns the busy and total core-seconds and this process's part,
+    /// for a result file.
     pub fn to_json(self) -> serde_json::Value {
         serde_json::json!({
             "busy_seconds": self.busy_seconds,
@@ -194,7 +194,7 @@ impl MachineCpu {
         })
     }
 
-    /// The usage between `earlier` and this reading.
+    /// Returns the usage between `earlier` and this reading.
     pub fn since(&self, earlier: &MachineCpu) -> MachineCpu {
         MachineCpu {
             busy_seconds: self.busy_seconds - earlier.busy_seconds,
