@@ -811,7 +811,7 @@ async fn fake_no_oauth_mechanism() {
     );
 }
 
-/// The sign-in of a server that announces PIPELINING (RFC 2920).
+/// Returns the sign-in steps of a server that announces PIPELINING (RFC 2920).
 fn signed_in_pipelining() -> Vec<Step> {
     vec![
         ehlo(&["PIPELINING", "AUTH XOAUTH2", "8BITMIME"]),
@@ -819,7 +819,7 @@ fn signed_in_pipelining() -> Vec<Step> {
     ]
 }
 
-/// The fake answers MAIL FROM and RCPT TO only once DATA arrived, so a
+/// The fake replies to MAIL FROM and RCPT TO only once DATA arrived, so a
 /// client that waited for each reply before the next command would time
 /// out.
 #[tokio::test]
@@ -911,7 +911,7 @@ async fn fake_pipelining_refused_recipient_sends_no_data() {
     );
 }
 
-/// A server that sends one reply nobody asked for puts every later reply
+/// A server that sends one unrequested reply puts every later reply
 /// one step out: the 250 read for DATA must not pass for a refusal of
 /// the message, but end the connection as a transient fault.
 #[tokio::test]
@@ -940,7 +940,7 @@ async fn fake_unrequested_reply_is_protocol_error() {
     assert_eq!(data_ends(&received[0]), 0, "{received:?}");
 }
 
-/// A pooled connection whose server answers MAIL FROM with 432 and then
+/// A pooled connection whose server replies to MAIL FROM with 432 and then
 /// closes refused the message: the 432 is the error, so that the
 /// account's sends in flight go down, and the message is not resent at
 /// once as over a stale connection.

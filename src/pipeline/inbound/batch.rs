@@ -3,6 +3,7 @@
 //! post-process, remember the published keys, save the checkpoint.
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, error, warn};
@@ -10,7 +11,7 @@ use tracing::{debug, error, warn};
 use super::documents::{Builder, Documents};
 use super::plan::{Batch, Limits, Planner};
 use super::{MailboxWatch, WatchError};
-use crate::broker::{PublishError, Record};
+use crate::broker::{PublishError, Publisher, Record};
 use crate::config::AfterPublish;
 use crate::imap::{Fetched, ImapError, PostProcess, Session};
 use crate::pipeline::backoff::Backoff;
@@ -74,9 +75,10 @@ impl MailboxWatch {
             // depend on this one, so it is also built while the broker
             // confirms this one.
             // NOTE: on 2 cores shared with RabbitMQ this did not help the
-            // RabbitMQ backfill of scripts/bench (10,000 plain mails: 1.2 s
-            // in two runs before, 1.3 to 1.8 s in three runs after), while
-            // the Kafka one went from 1.3 s to 0.9 to 1.2 s. Not explained.
+            // RabbitMQ backfill of scripts/bench. With 10,000 plain mails it
+            // took 1.2 s in two runs before and 1.3 to 1.8 s in three runs
+            // after, while Kafka went from 1.3 s to 0.9 to 1.2 s. The cause
+            // is not known.
             let builder = self.known.is_none().then(|| self.builder());
             let published = match current {
                 Ahead::Fetched(fetched) => self.build_and_publish(fetched, uidvalidity),
@@ -136,43 +138,20 @@ impl MailboxWatch {
     /// Builds the documents of `fetched` on a blocking thread, which frees
     /// the raw mail, and publishes them once. The known keys move to that
     /// thread and back.
-    fn build_and_publish(
-        &mut self,
-        fetched: Vec<Fetched>,
-        uidvalidity: u32,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Published, WatchError>> + Send>> {
+    fn build_and_publish(&mut self, fetched: Vec<Fetched>, uidvalidity: u32) -> PublishFuture {
         let builder = self.builder();
         let known = self.known.take();
         let publisher = self.shared.publisher.clone();
         Box::pin(async move {
             let (documents, known) = build(builder, fetched, uidvalidity, known).await?;
-            let started = Instant::now();
-            let first_attempt = publisher.publish(&documents.records).await;
-            Ok(Published {
-                documents,
-                known,
-                first_attempt,
-                started,
-            })
+            Ok(publish_once(&publisher, documents, known).await)
         })
     }
 
     /// Publishes documents built ahead, once.
-    fn publish_built(
-        &self,
-        documents: Documents,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Published, WatchError>> + Send>> {
+    fn publish_built(&self, documents: Documents) -> PublishFuture {
         let publisher = self.shared.publisher.clone();
-        Box::pin(async move {
-            let started = Instant::now();
-            let first_attempt = publisher.publish(&documents.records).await;
-            Ok(Published {
-                documents,
-                known: None,
-                first_attempt,
-                started,
-            })
-        })
+        Box::pin(async move { Ok(publish_once(&publisher, documents, None).await) })
     }
 
     fn builder(&self) -> Builder {
@@ -374,6 +353,26 @@ struct Published {
     first_attempt: Result<(), PublishError>,
     /// Start of the first publication.
     started: Instant,
+}
+
+/// A batch's first publication, boxed so that a batch built ahead and one
+/// built now take the same path.
+type PublishFuture = Pin<Box<dyn Future<Output = Result<Published, WatchError>> + Send>>;
+
+/// Publishes `documents` once and keeps the outcome for the confirmation.
+async fn publish_once(
+    publisher: &Publisher,
+    documents: Documents,
+    known: Option<HashSet<String>>,
+) -> Published {
+    let started = Instant::now();
+    let first_attempt = publisher.publish(&documents.records).await;
+    Published {
+        documents,
+        known,
+        first_attempt,
+        started,
+    }
 }
 
 /// The next batch, fetched, and built too when it did not depend on the

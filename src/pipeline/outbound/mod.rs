@@ -4,8 +4,8 @@
 //!
 //! Up to `max_in_flight` requests are sent at once, and the account's
 //! [`Limiter`] bounds the sends of all its pipelines together. Once sent,
-//! a request frees its place and its outcome is recorded and finished
-//! while the next one is sent; up to `max_in_flight` more requests may
+//! a request frees its place, and its outcome is recorded and finished
+//! while the next one is sent. Up to `max_in_flight` more requests may
 //! wait for that, so a slow broker slows the sends down.
 //! Kafka commits an offset only when every earlier offset of its
 //! partition is finished, so a crash repeats requests and never skips one.

@@ -129,7 +129,7 @@ pub(crate) async fn submit(
             server: settings.label.clone(),
             step: "the reply to DATA".to_owned(),
             detail: format!(
-                "expected 354 but got {} {}; the server sent a reply nobody asked for",
+                "expected 354 but got {} {}, so the server sent an unrequested reply",
                 reply.code,
                 reply.text()
             ),
@@ -266,8 +266,8 @@ async fn one_by_one(
 }
 
 /// Ends the message data at once when a server invited it with 354 after
-/// refusing the sender or every recipient, as RFC 2920 section 3.1 asks,
-/// so that the connection is back in step. Nothing is delivered, because
+/// refusing the sender or every recipient, so that the connection is back
+/// in step. Nothing is delivered, because
 /// the transaction has no valid recipient.
 async fn end_refused_data(
     connection: &mut Connection,
