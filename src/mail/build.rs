@@ -9,6 +9,7 @@ use chrono::{DateTime, FixedOffset};
 use mail_parser::{Message, MessageParser};
 
 use super::charset::{HeaderRepair, repair_headers};
+use super::deferred::{self, DEFERRED_MIN_BYTES};
 use super::document::{InboundMail, WarningCode};
 use super::headers::{read_headers, utc_rfc3339};
 use super::parts::read_parts;
@@ -182,6 +183,14 @@ fn panicked(mut doc: InboundMail, payload: &(dyn Any + Send), kept: &str) -> Inb
 /// Parses `raw` and fills the header and part fields. A truncated
 /// message is read up to the end of its header section only.
 fn read_message(doc: &mut InboundMail, raw: &[u8], options: &DocumentOptions, truncated: bool) {
+    if !truncated && raw.len() >= DEFERRED_MIN_BYTES && read_deferred(doc, raw, options) {
+        return;
+    }
+    read_parsed(doc, raw, options, truncated);
+}
+
+/// Reads the message with mail-parser's normal parse.
+fn read_parsed(doc: &mut InboundMail, raw: &[u8], options: &DocumentOptions, truncated: bool) {
     let parser = MessageParser::default();
     let Some(message) = parse(&parser, raw, truncated) else {
         unparsable(doc, raw, truncated);
@@ -197,6 +206,29 @@ fn read_message(doc: &mut InboundMail, raw: &[u8], options: &DocumentOptions, tr
         Some((fixed, buffer)) => fill(doc, &fixed, buffer, &repair, options, truncated),
         None => fill(doc, &message, raw, &repair, options, truncated),
     }
+}
+
+/// Reads a large message with deferred transfer decoding, which gives the
+/// same document faster. Returns false, having changed nothing, where the
+/// normal parse must do it.
+fn read_deferred(doc: &mut InboundMail, raw: &[u8], options: &DocumentOptions) -> bool {
+    let Some(deferred) = deferred::parse(raw) else {
+        return false;
+    };
+    let repair = repair_headers(raw, &deferred.message);
+    if repair.buffer.is_some() {
+        return false;
+    }
+    doc.warnings.extend(repair.warnings.iter().cloned());
+    read_headers(doc, &deferred.message, raw, &repair.undecodable);
+    read_parts(
+        doc,
+        &deferred.message,
+        raw,
+        options,
+        Some(&deferred.transfers),
+    );
+    true
 }
 
 fn parse<'x>(parser: &MessageParser, bytes: &'x [u8], headers_only: bool) -> Option<Message<'x>> {
@@ -217,7 +249,7 @@ fn fill(
 ) {
     read_headers(doc, message, buffer, &repair.undecodable);
     if !truncated {
-        read_parts(doc, message, buffer, options);
+        read_parts(doc, message, buffer, options, None);
     }
 }
 

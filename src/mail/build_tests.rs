@@ -290,3 +290,211 @@ fn text_without_header_section_is_kept() {
         doc.warnings
     );
 }
+
+// Deferred transfer decoding must give the same document as the normal
+// parse wherever it is taken.
+
+/// Builds `raw` both ways with attachment bytes included, and tells
+/// whether the deferred way was taken.
+fn both_ways(raw: &[u8]) -> (bool, serde_json::Value, serde_json::Value) {
+    let options = DocumentOptions {
+        attachment_bytes: 1 << 20,
+        ..DocumentOptions::default()
+    };
+    let mut deferred = metadata(&fetched(raw));
+    let taken = read_deferred(&mut deferred, raw, &options);
+    let mut normal = metadata(&fetched(raw));
+    read_parsed(&mut normal, raw, &options, false);
+    let value = |doc: &InboundMail| serde_json::to_value(doc).unwrap();
+    (taken, value(&deferred), value(&normal))
+}
+
+fn base64_lines(bytes: &[u8], width: usize, line_end: &str) -> String {
+    BASE64
+        .encode(bytes)
+        .as_bytes()
+        .chunks(width)
+        .map(|line| format!("{}{line_end}", std::str::from_utf8(line).unwrap()))
+        .collect()
+}
+
+/// A multipart/mixed mail of `parts`, each its header lines and body.
+fn mixed(parts: &[(&str, String)]) -> Vec<u8> {
+    let mut raw = String::from(
+        "From: a@example.test\r\nMessage-ID: <d@example.test>\r\nSubject: parts\r\n\
+         Content-Type: multipart/mixed; boundary=\"zz\"\r\n\r\npreamble\r\n",
+    );
+    for (headers, body) in parts {
+        raw.push_str(&format!("--zz\r\n{headers}\r\n\r\n{body}\r\n"));
+    }
+    raw.push_str("--zz--\r\n");
+    raw.into_bytes()
+}
+
+fn attachment(cte: &str, body: String) -> (&'static str, String) {
+    let headers = match cte {
+        "base64" => {
+            "Content-Type: application/octet-stream\r\n\
+             Content-Disposition: attachment; filename=\"a.bin\"\r\n\
+             Content-Transfer-Encoding: base64"
+        }
+        _ => {
+            "Content-Type: application/octet-stream\r\n\
+             Content-Disposition: attachment; filename=\"a.bin\"\r\n\
+             Content-Transfer-Encoding: quoted-printable"
+        }
+    };
+    (headers, body)
+}
+
+const TEXT_7BIT: &str =
+    "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit";
+
+fn deferred_cases() -> Vec<(&'static str, Vec<u8>)> {
+    let text = (
+        "Content-Type: text/plain; charset=utf-8".to_owned(),
+        "hello".to_owned(),
+    );
+    let html_qp = (
+        "Content-Type: text/html; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable",
+        "<p>caf=E9 =\r\nna=EFve</p>".to_owned(),
+    );
+    let text_b64 = (
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64",
+        base64_lines("grüße aus Köln\r\n".as_bytes(), 76, "\r\n"),
+    );
+    vec![
+        (
+            "canonical base64 attachment",
+            mixed(&[
+                (TEXT_7BIT, text.1.clone()),
+                attachment("base64", base64_lines(&noise(1, 3000), 76, "\r\n")),
+            ]),
+        ),
+        (
+            "one and two pad characters",
+            mixed(&[
+                attachment("base64", base64_lines(&noise(2, 3001), 76, "\r\n")),
+                attachment("base64", base64_lines(&noise(3, 3002), 76, "\r\n")),
+            ]),
+        ),
+        (
+            "encoded text and html parts",
+            mixed(&[
+                text_b64,
+                html_qp,
+                attachment("base64", base64_lines(&noise(4, 999), 64, "\n")),
+            ]),
+        ),
+        (
+            "base64 with spaces and a missing pad",
+            mixed(&[
+                attachment("base64", base64_lines(&noise(5, 300), 76, " \r\n")),
+                attachment("base64", "aGVsbG8\r\n".to_owned()),
+            ]),
+        ),
+        (
+            "quoted-printable attachment",
+            mixed(&[attachment("qp", "a=00b=FF=\r\nc  \r\nd".to_owned())]),
+        ),
+        (
+            "single-part base64 message",
+            format!(
+                "From: a@example.test\r\nContent-Type: application/pdf\r\n\
+                 Content-Transfer-Encoding: base64\r\n\r\n{}",
+                base64_lines(&noise(6, 500), 76, "\r\n")
+            )
+            .into_bytes(),
+        ),
+        (
+            "boundary glued to the base64",
+            b"Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\n\
+              Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+              aGVsbG8=--q--\r\n"
+                .to_vec(),
+        ),
+    ]
+}
+
+#[test]
+fn deferred_decoding_gives_the_normal_document() {
+    for (name, raw) in deferred_cases() {
+        let (taken, deferred, normal) = both_ways(&raw);
+        assert!(taken, "{name}: deferred decoding was not taken");
+        assert_eq!(deferred, normal, "{name}");
+    }
+}
+
+#[test]
+fn deferred_decoding_leaves_what_it_cannot_match() {
+    let nested = mixed(&[(
+        "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64",
+        base64_lines(
+            b"From: b@example.test\r\nSubject: inner\r\n\r\nhi\r\n",
+            76,
+            "\r\n",
+        ),
+    )]);
+    let twice = mixed(&[(
+        "Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\
+         Content-Transfer-Encoding: 7bit",
+        "aGVsbG8=".to_owned(),
+    )]);
+    let invalid = mixed(&[attachment("base64", "aGVs!bG8=\r\n".to_owned())]);
+    let mut unclosed = mixed(&[attachment("base64", "aGVsbG8=".to_owned())]);
+    unclosed.truncate(unclosed.len() - "--zz--\r\n".len());
+
+    for (name, raw) in [
+        ("nested message", nested),
+        ("two transfer encodings", twice),
+        ("invalid base64", invalid),
+        ("no closing boundary", unclosed),
+    ] {
+        let (taken, _, _) = both_ways(&raw);
+        assert!(!taken, "{name}: deferred decoding was taken");
+    }
+}
+
+#[test]
+fn deferred_decoding_matches_after_byte_changes() {
+    // Every changed byte either leaves the deferred way or gives the
+    // same document as the normal parse.
+    let (_, raw) = deferred_cases().swap_remove(2);
+    let (mut taken, mut left) = (0, 0);
+    for at in (0..raw.len()).step_by(3) {
+        for byte in [b'=', b'-', b' ', b'\n', b'!', b'A', 0xE9] {
+            let mut changed = raw.clone();
+            changed[at] = byte;
+            let (deferred_taken, deferred, normal) = both_ways(&changed);
+            if deferred_taken {
+                assert_eq!(deferred, normal, "byte {byte} at {at}");
+                taken += 1;
+            } else {
+                left += 1;
+            }
+        }
+    }
+    assert!(taken > 0 && left > 0, "taken {taken}, left {left}");
+}
+
+#[test]
+fn deferred_decoding_matches_on_the_corpus() {
+    // The fuzz corpus and the inbound fixtures hold odd and broken mail.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for dir in ["fuzz/corpus/inbound_document", "tests/fixtures/inbound"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.is_file() || path.extension().is_some_and(|ext| ext == "json") {
+                continue;
+            }
+            let raw = std::fs::read(&path).unwrap();
+            let (taken, deferred, normal) = both_ways(&raw);
+            if taken {
+                assert_eq!(deferred, normal, "{}", path.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 10, "only {checked} mails took the deferred way");
+}

@@ -10,6 +10,7 @@
 
 mod build;
 mod charset;
+mod deferred;
 mod document;
 mod headers;
 pub mod outbound;

@@ -16,16 +16,20 @@ use mail_parser::{Encoding, Message, MessagePart, MimeHeaders, PartType};
 
 use super::build::DocumentOptions;
 use super::charset::decode_text;
+use super::deferred::Transfer;
 use super::document::{Attachment, InboundMail, WarningCode};
 use super::sha256_hex;
 
 /// Fills `text`, `html` and `attachments` of `doc` from the parts of the
-/// parsed `message`, whose offsets point into `buffer`.
+/// parsed `message`, whose offsets point into `buffer`. `transfers` holds
+/// what deferred decoding found for each part, when the message was parsed
+/// that way.
 pub(crate) fn read_parts(
     doc: &mut InboundMail,
     message: &Message<'_>,
     buffer: &[u8],
     options: &DocumentOptions,
+    transfers: Option<&[Transfer]>,
 ) {
     let boundaries = parent_boundaries(message);
     let mut texts = Vec::new();
@@ -35,7 +39,8 @@ pub(crate) fn read_parts(
         if matches!(part.body, PartType::Multipart(_)) {
             continue;
         }
-        let content = content_of(part, buffer, boundaries[index]);
+        let transfer = transfers.and_then(|transfers| transfers.get(index));
+        let content = content_of(part, buffer, boundaries[index], transfer);
         if part.is_encoding_problem {
             let detail = format!(
                 "MIME part {index} ({}) could not be decoded or parsed; its raw bytes were kept",
@@ -132,7 +137,7 @@ fn content_type_of(part: &MessagePart<'_>) -> String {
 }
 
 /// Boundary of the multipart that contains each part, by part index.
-fn parent_boundaries<'m>(message: &'m Message<'_>) -> Vec<Option<&'m str>> {
+pub(super) fn parent_boundaries<'m>(message: &'m Message<'_>) -> Vec<Option<&'m str>> {
     let mut boundaries = vec![None; message.parts.len()];
     for part in &message.parts {
         let PartType::Multipart(children) = &part.body else {
@@ -155,12 +160,17 @@ fn parent_boundaries<'m>(message: &'m Message<'_>) -> Vec<Option<&'m str>> {
 /// parts are read again from the message bytes because mail-parser keeps
 /// only their UTF-8 conversion, and nested messages because mail-parser
 /// 0.11 gives an 8-bit nested message the bytes of the whole outer
-/// message.
+/// message. With deferred decoding, `transfer` gives the decoded bytes of
+/// a binary part and the encoding of a text part.
 fn content_of<'b>(
     part: &'b MessagePart<'_>,
     buffer: &'b [u8],
     boundary: Option<&str>,
+    transfer: Option<&'b Transfer>,
 ) -> Cow<'b, [u8]> {
+    if let Some(decoded) = transfer.and_then(|transfer| transfer.decoded.as_deref()) {
+        return Cow::Borrowed(decoded);
+    }
     match &part.body {
         PartType::Binary(bytes) | PartType::InlineBinary(bytes) if !part.is_encoding_problem => {
             Cow::Borrowed(bytes.as_ref())
@@ -170,7 +180,8 @@ fn content_of<'b>(
         }
         _ => {
             let raw = body_bytes(part, buffer, boundary);
-            let decoded = match part.encoding {
+            let encoding = transfer.map_or(part.encoding, |transfer| transfer.encoding);
+            let decoded = match encoding {
                 Encoding::None => None,
                 Encoding::Base64 => base64_decode(raw),
                 Encoding::QuotedPrintable => quoted_printable_decode(raw),
@@ -224,7 +235,7 @@ mod tests {
         let boundaries = parent_boundaries(&message);
 
         let nested = &message.parts[2];
-        let content = content_of(nested, C18_LIKE, boundaries[2]);
+        let content = content_of(nested, C18_LIKE, boundaries[2], None);
 
         assert_eq!(content.as_ref(), b"not a message");
     }
@@ -235,7 +246,7 @@ mod tests {
             Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n";
         let message = MessageParser::default().parse(&raw[..]).unwrap();
 
-        let content = content_of(&message.parts[0], raw, None);
+        let content = content_of(&message.parts[0], raw, None, None);
 
         assert_eq!(content.as_ref(), b"caf\xe9\r\n");
     }
@@ -270,7 +281,7 @@ mod tests {
         let message = MessageParser::default().parse(&raw[..]).unwrap();
         let boundaries = parent_boundaries(&message);
 
-        let content = content_of(&message.parts[1], raw, boundaries[1]);
+        let content = content_of(&message.parts[1], raw, boundaries[1], None);
 
         assert_eq!(content.as_ref(), b"");
     }
