@@ -1,6 +1,7 @@
 //! Mapping of one fetched IMAP message to its [`InboundMail`] document.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 
 use base64::Engine as _;
@@ -71,6 +72,31 @@ pub fn build(mail: &FetchedMail<'_>, options: &DocumentOptions) -> InboundMail {
     build_with(mail, options, |doc, truncated| {
         read_message(doc, mail.raw, options, truncated);
     })
+}
+
+/// Builds the document of `mail` with deferred transfer decoding, whatever
+/// its size, and with the normal parse, in that order, or returns `None`
+/// when the deferred way does not apply. The two must be equal: the fuzz
+/// target and the corpus tests compare them.
+#[doc(hidden)]
+pub fn build_both_ways(
+    mail: &FetchedMail<'_>,
+    options: &DocumentOptions,
+) -> Option<(InboundMail, InboundMail)> {
+    let taken = Cell::new(false);
+    let deferred = build_with(mail, options, |doc, truncated| {
+        if truncated {
+            read_message(doc, mail.raw, options, truncated);
+        } else if read_deferred(doc, mail.raw, options) {
+            taken.set(true);
+        } else {
+            read_parsed(doc, mail.raw, options, false);
+        }
+    });
+    let normal = build_with(mail, options, |doc, truncated| {
+        read_parsed(doc, mail.raw, options, truncated);
+    });
+    taken.get().then_some((deferred, normal))
 }
 
 /// Builds the document with `read` filling in the parsed fields, so that
@@ -212,7 +238,10 @@ fn read_parsed(doc: &mut InboundMail, raw: &[u8], options: &DocumentOptions, tru
 /// same document faster. Returns false, having changed nothing, where the
 /// normal parse must do it.
 fn read_deferred(doc: &mut InboundMail, raw: &[u8], options: &DocumentOptions) -> bool {
-    let Some(deferred) = deferred::parse(raw) else {
+    // A panic of the parser here leaves the mail to the normal parse,
+    // which decides whether it panics too.
+    let parsed = panic::catch_unwind(AssertUnwindSafe(|| deferred::parse(raw)));
+    let Ok(Some(deferred)) = parsed else {
         return false;
     };
     let repair = repair_headers(raw, &deferred.message);

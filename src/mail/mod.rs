@@ -20,7 +20,7 @@ pub mod status;
 
 use sha2::{Digest, Sha256};
 
-pub use build::{DocumentOptions, FetchedMail, build};
+pub use build::{DocumentOptions, FetchedMail, build, build_both_ways};
 pub use document::{Address, Attachment, Header, InboundMail, Warning, WarningCode};
 pub use outbound::{OUTBOUND_SCHEMA, OutboundMail};
 pub use reset::MailboxReset;

@@ -81,6 +81,7 @@ pub fn check_inbound(raw: &[u8], options: &DocumentOptions) -> InboundMail {
         raw,
     };
     let doc = mail::build(&fetched, options);
+    check_deferred(&fetched, options);
 
     // NOTE: mail-parser 0.11.9 panics with "Invalid part ID" on some
     // broken multipart structures; mailbridge then keeps the header
@@ -251,4 +252,26 @@ fn hex_sha256(bytes: &[u8]) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+/// Checks that deferred transfer decoding, where it applies, gives the
+/// document of the normal parse. A mail on which the normal parse panics
+/// is left out: there the deferred way may read more.
+fn check_deferred(fetched: &FetchedMail<'_>, options: &DocumentOptions) {
+    let Some((deferred, normal)) = mail::build_both_ways(fetched, options) else {
+        return;
+    };
+    if normal
+        .warnings
+        .iter()
+        .any(|warning| warning.code == WarningCode::ParsePanic)
+    {
+        return;
+    }
+    let json = |doc: &InboundMail| serde_json::to_value(doc).expect("document serialises");
+    assert_eq!(
+        json(&deferred),
+        json(&normal),
+        "deferred transfer decoding changed the document"
+    );
 }
