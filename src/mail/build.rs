@@ -83,12 +83,12 @@ pub fn build_both_ways(
     mail: &FetchedMail<'_>,
     options: &DocumentOptions,
 ) -> Option<(InboundMail, InboundMail)> {
-    let taken = Cell::new(false);
+    let used_deferred = Cell::new(false);
     let deferred = build_with(mail, options, |doc, truncated| {
         if truncated {
             read_message(doc, mail.raw, options, truncated);
         } else if read_deferred(doc, mail.raw, options) {
-            taken.set(true);
+            used_deferred.set(true);
         } else {
             read_parsed(doc, mail.raw, options, false);
         }
@@ -96,7 +96,7 @@ pub fn build_both_ways(
     let normal = build_with(mail, options, |doc, truncated| {
         read_parsed(doc, mail.raw, options, truncated);
     });
-    taken.get().then_some((deferred, normal))
+    used_deferred.get().then_some((deferred, normal))
 }
 
 /// Builds the document with `read` filling in the parsed fields, so that

@@ -478,7 +478,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn in_order_polls_first_in_order_and_keeps_outputs_in_order() {
+    async fn in_order_with_futures_finishing_in_reverse() {
         // More futures than join_all polls in a plain list.
         const COUNT: usize = 100;
         let polled = Arc::new(Mutex::new(Vec::new()));

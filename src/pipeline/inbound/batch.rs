@@ -74,11 +74,6 @@ impl MailboxWatch {
             // Without known keys to leave out, the next batch does not
             // depend on this one, so it is also built while the broker
             // confirms this one.
-            // NOTE: on 2 cores shared with RabbitMQ this did not help the
-            // RabbitMQ backfill of scripts/bench. With 10,000 plain mails it
-            // took 1.2 s in two runs before and 1.3 to 1.8 s in three runs
-            // after, while Kafka went from 1.3 s to 0.9 to 1.2 s. The cause
-            // is not known.
             let builder = self.known.is_none().then(|| self.builder());
             let published = match current {
                 Ahead::Fetched(fetched) => self.build_and_publish(fetched, uidvalidity),
