@@ -6,6 +6,7 @@
 
 mod broker;
 mod chaos;
+mod groups;
 mod imap;
 mod latency;
 mod mail;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+use crate::groups::{GroupCpu, ProcStat};
+
 /// A started command whose standard output and error go to a log file.
 pub struct Measured {
     child: Child,
@@ -168,10 +170,13 @@ pub struct MachineCpu {
     pub total_seconds: f64,
     /// CPU seconds of this process (user + system).
     pub own_seconds: f64,
+    /// CPU seconds of the stack's servers, per process group.
+    pub groups: GroupCpu,
 }
 
 impl MachineCpu {
-    /// Reads the first line of /proc/stat and this process's usage.
+    /// Reads the first line of /proc/stat, this process's usage and the
+    /// processor time of the stack's process groups.
     pub fn now() -> Result<MachineCpu, String> {
         let stat = std::fs::read_to_string("/proc/stat")
             .map_err(|err| format!("failed to read /proc/stat: {err}"))?;
@@ -181,16 +186,18 @@ impl MachineCpu {
             busy_seconds: busy as f64 / ticks,
             total_seconds: total as f64 / ticks,
             own_seconds: own_cpu_seconds()?,
+            groups: GroupCpu::now()?,
         })
     }
 
-    /// Returns the busy and total core-seconds and this process's part,
-    /// for a result file.
+    /// Returns the busy and total core-seconds, this process's part and the
+    /// groups' parts, for a result file.
     pub fn to_json(self) -> serde_json::Value {
         serde_json::json!({
             "busy_seconds": self.busy_seconds,
             "total_seconds": self.total_seconds,
             "bench_seconds": self.own_seconds,
+            "groups": self.groups.to_json(),
         })
     }
 
@@ -200,6 +207,7 @@ impl MachineCpu {
             busy_seconds: self.busy_seconds - earlier.busy_seconds,
             total_seconds: self.total_seconds - earlier.total_seconds,
             own_seconds: self.own_seconds - earlier.own_seconds,
+            groups: self.groups.since(&earlier.groups),
         }
     }
 }
@@ -256,25 +264,11 @@ fn read_sample(pid: u32) -> Result<Sample, String> {
 
 /// Returns utime + stime of a /proc/PID/stat line, in seconds.
 fn cpu_seconds(stat: &str) -> Result<f64, String> {
-    // The command name in brackets may contain spaces, so the fields are
-    // counted from its closing bracket: utime and stime are fields 14 and
-    // 15 of the line, the 12th and 13th after the name.
-    let after_name = stat
-        .rfind(')')
-        .map(|end| &stat[end + 1..])
-        .ok_or("unexpected /proc stat line")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |index: usize| -> Result<u64, String> {
-        fields
-            .get(index)
-            .and_then(|value| value.parse().ok())
-            .ok_or_else(|| "unexpected /proc stat line".to_string())
-    };
-    let total = ticks(11)? + ticks(12)?;
-    Ok(total as f64 / clock_ticks_per_second())
+    let ticks = ProcStat::parse(stat)?.own_ticks;
+    Ok(ticks as f64 / clock_ticks_per_second())
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a system constant.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 { ticks as f64 } else { 100.0 }

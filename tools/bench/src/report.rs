@@ -217,24 +217,26 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
              seconds in these {run_seconds:.2} s. The cores were {:.0} % busy, against {:.0} % \
              during the IMAP limit. Per 1,000 mails mailbridge took {:.2} core-seconds, \
              `mailbridge-bench` (counting the documents) {:.2}, and the rest of the machine \
-             (Dovecot, the broker, any other process) {:.2}; during the IMAP limit the rest \
-             took {:.2} and the limit's client {:.2}.",
+             {:.2}{}. During the IMAP limit the rest took {:.2}{} and the limit's client {:.2}.",
             cpu.busy * 100.0,
             imap_cpu.busy * 100.0,
             cpu.mailbridge,
             cpu.bench,
             cpu.others,
+            cpu.split_text(Some("Dovecot, the broker, any other process")),
             imap_cpu.others,
+            imap_cpu.split_text(None),
             imap_cpu.bench,
         );
         if let Some(broker_cpu) = &broker_cpu {
             let _ = write!(
                 verdict,
-                " During the {name} limit the cores were {:.0} % busy, and the rest of \
-                 the machine took {:.2} core-seconds per 1,000 documents and the \
-                 producer {:.2}.",
+                " During the {name} limit the cores were {:.0} % busy. The rest of \
+                 the machine took {:.2} core-seconds per 1,000 documents{}, and \
+                 the producer {:.2}.",
                 broker_cpu.busy * 100.0,
                 broker_cpu.others,
+                broker_cpu.split_text(None),
                 broker_cpu.bench,
             );
         }
@@ -401,6 +403,18 @@ const METHOD: &str = "## Method
   and iowait) while a step runs, the processor time of `mailbridge-bench`
   from getrusage and mailbridge's from /proc/PID/stat; the rest of the
   machine is what remains.
+- The rest of the machine is split into process groups. A group is a
+  root process and all its descendants: Dovecot and postfix from their
+  master's pid file, the broker from every `beam.smp` and `epmd` process
+  (RabbitMQ) and the Kafka mock broker's pid file, and the OAuth2 server
+  from its pid file. /proc/PID/stat of every process is read at the
+  start and at the end of a step. A group's time is utime + stime of its
+  members plus cutime + cstime, the time of the children they reaped, so
+  short-lived processes such as imap or smtpd count too. A member that
+  exits during a step and is reaped outside its group loses its time to
+  \"other\". Other is the remainder: kernel threads, interrupts and every
+  process outside the groups. It is 0 when the groups' clock ticks add
+  up to slightly more than the remainder of /proc/stat.
 - The broker limits send as many JSON documents of mailbridge's mean
   document size, with mailbridge's producer settings, in batches of
   `batch_size` whose confirmations are awaited before the next batch (as
@@ -436,7 +450,19 @@ pub struct Cpu {
     pub bench: f64,
     /// Everything else: the mail servers, the broker, other processes.
     pub others: f64,
+    /// The measured part of `others` per process group, with the group's
+    /// name on the page. Empty for results written before groups were
+    /// measured.
+    pub groups: Vec<(&'static str, f64)>,
 }
+
+/// Group keys of the result files with their names on the page.
+const GROUP_NAMES: [(&str, &str); 4] = [
+    ("dovecot", "Dovecot"),
+    ("postfix", "postfix"),
+    ("broker", "the broker"),
+    ("oauth2", "the OAuth2 server"),
+];
 
 impl Cpu {
     pub fn read(
@@ -449,12 +475,47 @@ impl Cpu {
         let total = number(machine, "total_seconds")?;
         let bench = number(machine, "bench_seconds")?;
         let per_thousand = 1000.0 / mails.max(1.0);
+        let groups = GROUP_NAMES
+            .iter()
+            .filter_map(|(key, name)| {
+                let seconds = machine["groups"][key].as_f64()?;
+                Some((*name, seconds * per_thousand))
+            })
+            .collect();
         Ok(Cpu {
             busy: busy / total.max(f64::MIN_POSITIVE),
             mailbridge: mailbridge_seconds * per_thousand,
             bench: bench * per_thousand,
             others: (busy - bench - mailbridge_seconds).max(0.0) * per_thousand,
+            groups,
         })
+    }
+
+    /// Returns the split of `others` into groups, in brackets after a
+    /// space, when it was measured. Otherwise returns `unmeasured` in
+    /// brackets, or nothing when it is `None`.
+    pub fn split_text(&self, unmeasured: Option<&str>) -> String {
+        if self.groups.is_empty() {
+            return unmeasured.map_or(String::new(), |text| format!(" ({text})"));
+        }
+        let mut parts: Vec<String> = self
+            .groups
+            .iter()
+            // A group that rounds to 0.00 is left out to keep the sentence
+            // short.
+            .filter(|(_, value)| *value >= 0.005)
+            .map(|(name, value)| format!("{name} {value:.2}"))
+            .collect();
+        parts.push(format!("other {:.2}", self.other()));
+        format!(" ({})", parts.join(", "))
+    }
+
+    /// Returns the part of `others` outside the groups: kernel threads,
+    /// interrupts and processes of no group. It is 0 when the groups'
+    /// ticks add up to more than the /proc/stat remainder.
+    pub fn other(&self) -> f64 {
+        let grouped: f64 = self.groups.iter().map(|(_, value)| value).sum();
+        (self.others - grouped).max(0.0)
     }
 }
 
@@ -503,5 +564,51 @@ mod tests {
         assert_eq!(thousands(200.0), "200");
         assert_eq!(thousands(10000.0), "10,000");
         assert_eq!(thousands(1234567.0), "1,234,567");
+    }
+
+    fn step(groups: serde_json::Value) -> Value {
+        serde_json::json!({
+            "machine": {
+                "busy_seconds": 10.0,
+                "total_seconds": 40.0,
+                "bench_seconds": 1.0,
+                "groups": groups,
+            }
+        })
+    }
+
+    #[test]
+    fn cpu_splits_rest_into_groups() {
+        let groups = serde_json::json!({
+            "dovecot": 1.5,
+            "postfix": 0.001,
+            "broker": 3.0,
+            "oauth2": 0.5,
+        });
+        let cpu = Cpu::read(&step(groups), 2000.0, 2.0).unwrap();
+        assert!((cpu.others - 3.5).abs() < 1e-9);
+        assert!((cpu.other() - 0.9995).abs() < 1e-9);
+        assert_eq!(
+            cpu.split_text(Some("unused")),
+            " (Dovecot 0.75, the broker 1.50, the OAuth2 server 0.25, other 1.00)"
+        );
+    }
+
+    #[test]
+    fn cpu_other_never_negative() {
+        let groups = serde_json::json!({ "broker": 20.0 });
+        let cpu = Cpu::read(&step(groups), 1000.0, 2.0).unwrap();
+        assert_eq!(cpu.other(), 0.0);
+        assert_eq!(cpu.split_text(None), " (the broker 20.00, other 0.00)");
+    }
+
+    #[test]
+    fn cpu_without_groups_keeps_old_text() {
+        let mut old = step(serde_json::Value::Null);
+        old["machine"].as_object_mut().unwrap().remove("groups");
+        let cpu = Cpu::read(&old, 1000.0, 2.0).unwrap();
+        assert!(cpu.groups.is_empty());
+        assert_eq!(cpu.split_text(Some("any process")), " (any process)");
+        assert_eq!(cpu.split_text(None), "");
     }
 }

@@ -105,15 +105,16 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
              {:.0} % busy, against {:.0} % during the limit. Per 1,000 mails \
              mailbridge took {:.2} core-seconds, `mailbridge-bench` (producing \
              the requests, reading the status events) {:.2}, and the rest of \
-             the machine (the mail servers, the broker, any other process) \
-             {:.2}, against {:.2} for the rest during the limit. Producing the requests took \
-             {:.2} s.",
+             the machine {:.2}{}. During the limit the rest took {:.2}{}. \
+             Producing the requests took {:.2} s.",
             cpu.busy * 100.0,
             limit_cpu.busy * 100.0,
             cpu.mailbridge,
             cpu.bench,
             cpu.others,
+            cpu.split_text(Some("the mail servers, the broker, any other process")),
             limit_cpu.others,
+            limit_cpu.split_text(None),
             number(&run, "produced_seconds")?,
         ));
     }
@@ -162,5 +163,6 @@ pub const METHOD: &str = "- Outbound throughput: each step sends to a new recipi
   and iowait) over the timed part of the step, and the processor time of
   `mailbridge-bench` from getrusage; the rest of the machine (the mail
   servers, the broker, any other process) is what remains after
-  mailbridge's and the tool's share.
+  mailbridge's and the tool's share, split into process groups as for
+  the backfill.
 ";
