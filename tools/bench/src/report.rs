@@ -250,6 +250,7 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
                 SATURATED * 100.0,
                 (cpu.mailbridge - imap_cpu.bench).max(0.0),
             );
+            verdict.push_str(&cpu.ceiling_text(&imap_cpu, "the IMAP limit"));
         }
         verdicts.push(verdict);
     }
@@ -491,6 +492,25 @@ impl Cpu {
         })
     }
 
+    /// Core-seconds per 1,000 mails of every process together.
+    pub fn total(&self) -> f64 {
+        self.mailbridge + self.bench + self.others
+    }
+
+    /// Says how close to `limit` the processor time per mail lets a step
+    /// come when the cores are as busy in both: the limit's core-seconds
+    /// per mail over this step's.
+    pub fn ceiling_text(&self, limit: &Cpu, limit_name: &str) -> String {
+        let ceiling = limit.total() / self.total().max(f64::MIN_POSITIVE);
+        format!(
+            " In all, the run took {:.2} core-seconds per 1,000 mails and {limit_name} \
+             {:.2}, so with the cores as busy as during {limit_name}, the run could reach \
+             at most {ceiling:.2} of it.",
+            self.total(),
+            limit.total(),
+        )
+    }
+
     /// Returns the split of `others` into groups, in brackets after a
     /// space, when it was measured. Otherwise returns `unmeasured` in
     /// brackets, or nothing when it is `None`.
@@ -610,5 +630,20 @@ mod tests {
         assert!(cpu.groups.is_empty());
         assert_eq!(cpu.split_text(Some("any process")), " (any process)");
         assert_eq!(cpu.split_text(None), "");
+    }
+
+    #[test]
+    fn ceiling_compares_all_processor_time_per_mail() {
+        // 10 busy seconds for 2,000 mails: 5 core-seconds per 1,000 mails,
+        // against 4 for the limit.
+        let run = Cpu::read(&step(serde_json::Value::Null), 2000.0, 2.0).unwrap();
+        let limit = Cpu::read(&step(serde_json::Value::Null), 2500.0, 0.0).unwrap();
+
+        assert_eq!(
+            run.ceiling_text(&limit, "the limit"),
+            " In all, the run took 5.00 core-seconds per 1,000 mails and the limit 4.00, \
+             so with the cores as busy as during the limit, the run could reach at most 0.80 \
+             of it."
+        );
     }
 }

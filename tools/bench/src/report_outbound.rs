@@ -92,6 +92,12 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
         // place, assuming the places were never idle for want of requests.
         let slot_ms = seconds * connections * 1000.0 / mails.max(1.0);
         let per_request_ms = send_ms * sends / mails.max(1.0);
+        let ceiling =
+            if ratio < TARGET_RATIO && cpu.busy >= SATURATED && limit_cpu.busy >= SATURATED {
+                cpu.ceiling_text(&limit_cpu, "the limit")
+            } else {
+                String::new()
+            };
         verdicts.push(format!(
             "- {name}: {ratio:.2} of the limit at {connections:.0} connections \
              ({limit_rate:.0} mails/s), so this {verdict} the target of \
@@ -106,7 +112,7 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
              mailbridge took {:.2} core-seconds, `mailbridge-bench` (producing \
              the requests, reading the status events) {:.2}, and the rest of \
              the machine {:.2}{}. During the limit the rest took {:.2}{}. \
-             Producing the requests took {:.2} s.",
+             Producing the requests took {:.2} s.{ceiling}",
             cpu.busy * 100.0,
             limit_cpu.busy * 100.0,
             cpu.mailbridge,
