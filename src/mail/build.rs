@@ -84,11 +84,14 @@ pub fn build_both_ways(
     options: &DocumentOptions,
 ) -> Option<(InboundMail, InboundMail)> {
     let used_deferred = Cell::new(false);
+    // The flag is set before the document is filled, so that a panic
+    // while filling shows as a difference too.
     let deferred = build_with(mail, options, |doc, truncated| {
         if truncated {
             read_message(doc, mail.raw, options, truncated);
-        } else if read_deferred(doc, mail.raw, options) {
+        } else if let Some(parsed) = parse_deferred(mail.raw) {
             used_deferred.set(true);
+            fill_deferred(doc, mail.raw, options, &parsed);
         } else {
             read_parsed(doc, mail.raw, options, false);
         }
@@ -238,26 +241,33 @@ fn read_parsed(doc: &mut InboundMail, raw: &[u8], options: &DocumentOptions, tru
 /// same document faster. Returns false, having changed nothing, where the
 /// normal parse must do it.
 fn read_deferred(doc: &mut InboundMail, raw: &[u8], options: &DocumentOptions) -> bool {
-    // A panic of the parser here leaves the mail to the normal parse,
-    // which decides whether it panics too.
-    let parsed = panic::catch_unwind(AssertUnwindSafe(|| deferred::parse(raw)));
-    let Ok(Some(deferred)) = parsed else {
-        return false;
-    };
-    let repair = repair_headers(raw, &deferred.message);
-    if repair.buffer.is_some() {
-        return false;
+    match parse_deferred(raw) {
+        Some(parsed) => {
+            fill_deferred(doc, raw, options, &parsed);
+            true
+        }
+        None => false,
     }
+}
+
+/// Parses `raw` with deferred transfer decoding, or returns `None` where
+/// the normal parse must read it. A panic of the parser here leaves the
+/// mail to the normal parse, which decides whether it panics too.
+fn parse_deferred(raw: &[u8]) -> Option<(deferred::Deferred<'_>, HeaderRepair)> {
+    let parsed = panic::catch_unwind(AssertUnwindSafe(|| deferred::parse(raw))).ok()??;
+    let repair = repair_headers(raw, &parsed.message);
+    repair.buffer.is_none().then_some((parsed, repair))
+}
+
+fn fill_deferred(
+    doc: &mut InboundMail,
+    raw: &[u8],
+    options: &DocumentOptions,
+    (parsed, repair): &(deferred::Deferred<'_>, HeaderRepair),
+) {
     doc.warnings.extend(repair.warnings.iter().cloned());
-    read_headers(doc, &deferred.message, raw, &repair.undecodable);
-    read_parts(
-        doc,
-        &deferred.message,
-        raw,
-        options,
-        Some(&deferred.transfers),
-    );
-    true
+    read_headers(doc, &parsed.message, raw, &repair.undecodable);
+    read_parts(doc, &parsed.message, raw, options, Some(&parsed.transfers));
 }
 
 fn parse<'x>(parser: &MessageParser, bytes: &'x [u8], headers_only: bool) -> Option<Message<'x>> {

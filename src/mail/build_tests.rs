@@ -500,3 +500,24 @@ fn deferred_decoding_matches_on_the_corpus() {
     }
     assert!(checked > 10, "only {checked} mails took the deferred way");
 }
+
+#[test]
+fn large_mail_with_encoded_nested_messages_keeps_the_outer_mail() {
+    // Two quoted-printable message/rfc822 parts, the first holding another
+    // message/rfc822: parsed with the encodings unseen, mail-parser
+    // returned the inner message as the mail.
+    let padding = "x".repeat(DEFERRED_MIN_BYTES);
+    let raw = format!(
+        "From: a@example.test\r\nSubject: outer\r\n\
+         Content-Type: multipart/mixed; boundary=b\r\n\r\n\
+         --b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+         Subject: inner\r\nContent-Type: message/rfc822\r\n\r\nSubject: innermost\r\n\r\n{padding}\r\n\
+         --b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+         Subject: x\r\n\r\nbody\r\n--b--\r\n"
+    );
+
+    let doc = build(&fetched(raw.as_bytes()), &DocumentOptions::default());
+
+    assert_eq!(doc.subject.as_deref(), Some("outer"));
+    assert_eq!(doc.attachments.len(), 2);
+}

@@ -12,8 +12,9 @@
 //!
 //! The result must equal a normal parse. Whenever it might not, [`parse`]
 //! returns `None` and the caller parses the mail the normal way: for a
-//! nested message (which mail-parser parses from its decoded bytes), a part
-//! the parser found malformed, a part with more than one
+//! mail that may hold a nested message (which mail-parser parses from its
+//! decoded bytes), a part the parser found malformed, a part with more
+//! than one
 //! Content-Transfer-Encoding field, and an encoded part that mail-parser's
 //! decoder would reject.
 
@@ -47,7 +48,15 @@ pub(crate) struct Transfer {
 /// Parses `raw` with deferred decoding, or returns `None` when the result
 /// could differ from a normal parse.
 pub(crate) fn parse(raw: &[u8]) -> Option<Deferred<'_>> {
+    if may_nest_messages(raw) {
+        return None;
+    }
     let message = parser().parse(raw)?;
+    // The root must be the mail itself. A nested message whose encoding
+    // went unseen can make mail-parser return an inner message instead.
+    if message.parts.first()?.offset_header != 0 {
+        return None;
+    }
     let boundaries = parent_boundaries(&message);
     let mut transfers = Vec::with_capacity(message.parts.len());
 
@@ -81,6 +90,39 @@ pub(crate) fn parse(raw: &[u8]) -> Option<Deferred<'_>> {
     }
 
     Some(Deferred { message, transfers })
+}
+
+/// Tells whether any line of `raw` starts a Content-Type field whose
+/// value might be a message type or a digest, whose parts are messages.
+/// mail-parser parses an encoded nested message from its decoded bytes,
+/// which the deferred parse cannot do: with its encoding unseen, such a
+/// part is parsed in place and can swap the outer mail for an inner one.
+/// A value that does not start with a letter, such as a comment or a
+/// folded line, counts as possible too.
+fn may_nest_messages(raw: &[u8]) -> bool {
+    const FIELD: &[u8] = b"content-type:";
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', raw).chain([raw.len()]) {
+        let line = &raw[start..end];
+        start = end + 1;
+        let Some(name) = line.get(..FIELD.len()) else {
+            continue;
+        };
+        if !name.eq_ignore_ascii_case(FIELD) {
+            continue;
+        }
+        let value = line[FIELD.len()..].trim_ascii_start();
+        let value = value.get(..64).unwrap_or(value).to_ascii_lowercase();
+        let starts_with_letter = value.first().is_some_and(u8::is_ascii_alphabetic);
+        if !starts_with_letter || value.starts_with(b"message") || contains(&value, b"digest") {
+            return true;
+        }
+    }
+    false
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// mail-parser's default header parsers, except that
@@ -231,6 +273,25 @@ mod tests {
             b"aGVs-bG8=",
         ] {
             assert!(canonical_base64(body).is_none(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn message_and_digest_types_leave_the_deferred_way() {
+        for raw in [
+            &b"Content-Type: message/rfc822\r\n"[..],
+            b"x\r\ncontent-type:MESSAGE/global\r\n",
+            b"Content-Type: multipart/digest; boundary=d\r\n",
+            b"Content-Type: (comment) text/plain\r\n",
+            b"Content-Type:\r\n message/rfc822\r\n",
+        ] {
+            assert!(may_nest_messages(raw), "{}", String::from_utf8_lossy(raw));
+        }
+        for raw in [
+            &b"Content-Type: multipart/mixed; boundary=b\r\n"[..],
+            b"Content-Type: text/plain\r\n\r\nContent-Type is text, the message/rfc822 word is not\r\n",
+        ] {
+            assert!(!may_nest_messages(raw), "{}", String::from_utf8_lossy(raw));
         }
     }
 
