@@ -34,6 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use broker::{Identity, Progress};
+use metrics::Histogram;
 use process::{MachineCpu, Measured};
 
 #[derive(Parser)]
@@ -189,6 +190,11 @@ struct BackfillArgs {
     /// File that receives the command's standard output and error.
     #[arg(long)]
     log: PathBuf,
+    /// Address of the command's metrics server. With it, the result also
+    /// gives the mean time of a batch and of its publication, read from
+    /// the command's metrics after the last document.
+    #[arg(long)]
+    metrics: Option<String>,
     /// Command to measure, such as `mailbridge --config FILE run`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -412,6 +418,10 @@ async fn backfill(args: BackfillArgs) -> Result<serde_json::Value, String> {
     };
     let sample = measured.sample()?;
     let machine = MachineCpu::now()?.since(&machine_before);
+    let batches = match &args.metrics {
+        Some(address) => batch_times(address).await?,
+        None => json!(null),
+    };
     let peak_rss_bytes = measured.peak_rss_bytes;
     let exit_code = measured.stop(Duration::from_secs(40)).await?;
     if exit_code != 0 {
@@ -434,6 +444,26 @@ async fn backfill(args: BackfillArgs) -> Result<serde_json::Value, String> {
         "peak_rss_bytes": peak_rss_bytes,
         "cpu_seconds": sample.cpu_seconds,
         "machine": machine.to_json(),
+        "batches": batches,
+    }))
+}
+
+/// Reads the number of published batches, their mean fetch cycle and
+/// their mean publication from the metrics at `address`. The broker hands
+/// out the last document before mailbridge records its batch, so the
+/// metrics are read a moment later.
+async fn batch_times(address: &str) -> Result<serde_json::Value, String> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let exposition = metrics::get(address, "/metrics")
+        .await
+        .ok_or_else(|| format!("http://{address}/metrics did not answer 200"))?;
+    let cycles = Histogram::read(&exposition, "mailbridge_imap_poll_duration_seconds");
+    let published = Histogram::read(&exposition, "mailbridge_publish_duration_seconds");
+    let batches = published.count.max(1.0);
+    Ok(json!({
+        "count": published.count,
+        "cycle_ms": cycles.sum * 1000.0 / batches,
+        "publish_ms": published.sum * 1000.0 / batches,
     }))
 }
 

@@ -240,6 +240,13 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
                 broker_cpu.bench,
             );
         }
+        verdict.push_str(&batch_text(
+            &run["batches"],
+            name,
+            batch,
+            limit_seconds * 1000.0 / (number(&limit, "documents")? / batch).ceil().max(1.0),
+            imap_seconds * 1000.0 / (mails / batch).ceil().max(1.0),
+        ));
         if ratio < TARGET_RATIO && cpu.busy >= SATURATED {
             let _ = write!(
                 verdict,
@@ -457,6 +464,26 @@ pub struct Cpu {
     pub groups: Vec<(&'static str, f64)>,
 }
 
+/// Describes where a backfill's batches spent their time, next to the time
+/// per batch of the broker limit (`limit_ms`) and of the IMAP limit
+/// (`imap_ms`), or returns nothing for results without batch times.
+fn batch_text(batches: &Value, name: &str, batch: f64, limit_ms: f64, imap_ms: f64) -> String {
+    let (Some(count), Some(cycle_ms), Some(publish_ms)) = (
+        batches["count"].as_f64(),
+        batches["cycle_ms"].as_f64(),
+        batches["publish_ms"].as_f64(),
+    ) else {
+        return String::new();
+    };
+    format!(
+        " Its {count:.0} batches took {cycle_ms:.1} ms each on average \
+         (`mailbridge_imap_poll_duration_seconds`). Of that, {publish_ms:.1} ms ran from the \
+         start of a batch's publication until {name} had confirmed it and the next batch was \
+         fetched and built (`mailbridge_publish_duration_seconds`). Per batch of {batch:.0}, \
+         the {name} limit took {limit_ms:.1} ms and the IMAP limit {imap_ms:.1} ms."
+    )
+}
+
 /// Group keys of the result files with their names on the page.
 const GROUP_NAMES: [(&str, &str); 4] = [
     ("dovecot", "Dovecot"),
@@ -645,5 +672,18 @@ mod tests {
              so with the cores as busy as during the limit, the run could reach at most 0.80 \
              of it."
         );
+    }
+
+    #[test]
+    fn batch_text_needs_batch_times() {
+        let times = serde_json::json!({ "count": 100.0, "cycle_ms": 11.74, "publish_ms": 9.5 });
+        let text = batch_text(&times, "RabbitMQ", 100.0, 7.7, 2.5);
+        assert!(
+            text.starts_with(" Its 100 batches took 11.7 ms each"),
+            "{text}"
+        );
+        assert!(text.ends_with("the RabbitMQ limit took 7.7 ms and the IMAP limit 2.5 ms."));
+
+        assert_eq!(batch_text(&Value::Null, "Kafka", 100.0, 1.0, 1.0), "");
     }
 }
