@@ -243,9 +243,9 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
         verdict.push_str(&batch_text(
             &run["batches"],
             name,
-            batch,
-            limit_seconds * 1000.0 / (number(&limit, "documents")? / batch).ceil().max(1.0),
-            imap_seconds * 1000.0 / (mails / batch).ceil().max(1.0),
+            documents,
+            limit_seconds * 1000.0 / number(&limit, "documents")?.max(1.0),
+            imap_seconds * 1000.0 / mails.max(1.0),
         ));
         if ratio < TARGET_RATIO && cpu.busy >= SATURATED {
             let _ = write!(
@@ -464,10 +464,11 @@ pub struct Cpu {
     pub groups: Vec<(&'static str, f64)>,
 }
 
-/// Describes where a backfill's batches spent their time, next to the time
-/// per batch of the broker limit (`limit_ms`) and of the IMAP limit
-/// (`imap_ms`), or returns nothing for results without batch times.
-fn batch_text(batches: &Value, name: &str, batch: f64, limit_ms: f64, imap_ms: f64) -> String {
+/// Describes where a backfill's batches of `documents` in all spent their
+/// time, next to the time the broker limit and the IMAP limit took for as
+/// many mails (`limit_ms` and `imap_ms` per mail), or returns nothing for
+/// results without batch times.
+fn batch_text(batches: &Value, name: &str, documents: f64, limit_ms: f64, imap_ms: f64) -> String {
     let (Some(count), Some(cycle_ms), Some(publish_ms)) = (
         batches["count"].as_f64(),
         batches["cycle_ms"].as_f64(),
@@ -475,12 +476,15 @@ fn batch_text(batches: &Value, name: &str, batch: f64, limit_ms: f64, imap_ms: f
     ) else {
         return String::new();
     };
+    let per_batch = documents / count.max(1.0);
     format!(
-        " Its {count:.0} batches took {cycle_ms:.1} ms each on average \
+        " Its {count:.0} batches of {per_batch:.0} mails on average took {cycle_ms:.1} ms each \
          (`mailbridge_imap_poll_duration_seconds`). Of that, {publish_ms:.1} ms ran from the \
          start of a batch's publication until {name} had confirmed it and the next batch was \
-         fetched and built (`mailbridge_publish_duration_seconds`). Per batch of {batch:.0}, \
-         the {name} limit took {limit_ms:.1} ms and the IMAP limit {imap_ms:.1} ms."
+         fetched and built (`mailbridge_publish_duration_seconds`). For as many mails, the \
+         {name} limit took {:.1} ms and the IMAP limit {:.1} ms.",
+        limit_ms * per_batch,
+        imap_ms * per_batch,
     )
 }
 
@@ -676,13 +680,16 @@ mod tests {
 
     #[test]
     fn batch_text_needs_batch_times() {
-        let times = serde_json::json!({ "count": 100.0, "cycle_ms": 11.74, "publish_ms": 9.5 });
-        let text = batch_text(&times, "RabbitMQ", 100.0, 7.7, 2.5);
+        let times = serde_json::json!({ "count": 20.0, "cycle_ms": 184.44, "publish_ms": 171.6 });
+        let text = batch_text(&times, "Kafka", 500.0, 0.25, 6.0);
         assert!(
-            text.starts_with(" Its 100 batches took 11.7 ms each"),
+            text.starts_with(" Its 20 batches of 25 mails on average took 184.4 ms each"),
             "{text}"
         );
-        assert!(text.ends_with("the RabbitMQ limit took 7.7 ms and the IMAP limit 2.5 ms."));
+        assert!(
+            text.ends_with("the Kafka limit took 6.2 ms and the IMAP limit 150.0 ms."),
+            "{text}"
+        );
 
         assert_eq!(batch_text(&Value::Null, "Kafka", 100.0, 1.0, 1.0), "");
     }
