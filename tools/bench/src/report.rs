@@ -186,9 +186,10 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
         );
         let _ = writeln!(
             page,
-            "| **mailbridge run to {name}**, documents of {:.0} bytes on average | {} | {run_seconds:.2} | {run_rate:.0} | **{ratio:.2}** |",
+            "| **mailbridge run to {name}**, documents of {:.0} bytes on average | {} | {run_seconds:.2} | {run_rate:.0} | **{}** |",
             number(&run, "document_bytes")?,
             thousands(number(&run, "documents")?),
+            shown(ratio),
         );
         let slower_name = if imap_rate <= limit_rate {
             "IMAP"
@@ -209,7 +210,7 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
         let steady = (documents - 1.0).max(0.0) / (run_seconds - first).max(f64::MIN_POSITIVE);
         let steady_ratio = steady / slower;
         let mut verdict = format!(
-            "- {name}: {ratio:.2} of the slower limit ({slower_name}, {slower:.0} mails/s), \
+            "- {name}: {} of the slower limit ({slower_name}, {slower:.0} mails/s), \
              so this {verdict} the target of {TARGET_RATIO}. The first document arrived \
              {first:.2} s after the start (start, sign-in, connections, first batch); from \
              there the rest came at {steady:.0} mails/s, {steady_ratio:.2} of the slower \
@@ -218,6 +219,7 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
              during the IMAP limit. Per 1,000 mails mailbridge took {:.2} core-seconds, \
              `mailbridge-bench` (counting the documents) {:.2}, and the rest of the machine \
              {:.2}{}. During the IMAP limit the rest took {:.2}{} and the limit's client {:.2}.",
+            shown(ratio),
             cpu.busy * 100.0,
             imap_cpu.busy * 100.0,
             cpu.mailbridge,
@@ -449,6 +451,13 @@ pub fn read(dir: &Path, name: &str) -> Result<Value, String> {
 /// Share of busy cores from which a step counts as limited by processor
 /// time.
 pub const SATURATED: f64 = 0.8;
+
+/// Formats a ratio to a target with two decimals, cut off rather than
+/// rounded, so that a ratio just below the target never shows as the
+/// target.
+pub fn shown(ratio: f64) -> String {
+    format!("{:.2}", (ratio * 100.0 + 1e-9).floor() / 100.0)
+}
 
 /// Processor time of one step, in core-seconds per 1,000 mails, and the
 /// share of the machine's cores that were busy.
@@ -692,5 +701,12 @@ mod tests {
         );
 
         assert_eq!(batch_text(&Value::Null, "Kafka", 100.0, 1.0, 1.0), "");
+    }
+
+    #[test]
+    fn shown_ratio_never_rounds_up_to_the_target() {
+        assert_eq!(shown(0.7990), "0.79");
+        assert_eq!(shown(0.8), "0.80");
+        assert_eq!(shown(1.257), "1.25");
     }
 }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::report::{Cpu, SATURATED, number, read, thousands};
+use crate::report::{Cpu, SATURATED, number, read, shown, thousands};
 
 /// Ratio of mailbridge's rate to the SMTP limit at the same concurrency
 /// that outbound aims at.
@@ -75,8 +75,9 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
         let ratio = rate / limit_rate;
         let _ = writeln!(
             page,
-            "| **mailbridge run from {name}** | {} | {seconds:.2} | {rate:.0} | **{ratio:.2}** |",
+            "| **mailbridge run from {name}** | {} | {seconds:.2} | {rate:.0} | **{}** |",
             thousands(mails),
+            shown(ratio),
         );
         let verdict = if ratio >= TARGET_RATIO {
             "meets"
@@ -99,7 +100,7 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
                 String::new()
             };
         verdicts.push(format!(
-            "- {name}: {ratio:.2} of the limit at {connections:.0} connections \
+            "- {name}: {} of the limit at {connections:.0} connections \
              ({limit_rate:.0} mails/s), so this {verdict} the target of \
              {TARGET_RATIO}. A request held one of the {connections:.0} places \
              for sending {slot_ms:.1} ms on average, against {limit_mail_ms:.1} ms \
@@ -113,6 +114,7 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
              the requests, reading the status events) {:.2}, and the rest of \
              the machine {:.2}{}. During the limit the rest took {:.2}{}. \
              Producing the requests took {:.2} s.{ceiling}",
+            shown(ratio),
             cpu.busy * 100.0,
             limit_cpu.busy * 100.0,
             cpu.mailbridge,
