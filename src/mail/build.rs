@@ -259,6 +259,7 @@ fn parse_deferred(raw: &[u8]) -> Option<(deferred::Deferred<'_>, HeaderRepair)> 
     repair.buffer.is_none().then_some((parsed, repair))
 }
 
+/// Fills the header and part fields from a deferred parse.
 fn fill_deferred(
     doc: &mut InboundMail,
     raw: &[u8],

@@ -294,7 +294,7 @@ fn text_without_header_section_is_kept() {
 // Deferred transfer decoding must give the same document as the normal
 // parse wherever it is taken.
 
-/// Builds `raw` both ways with attachment bytes included, and tells
+/// Builds `raw` both ways with attachment bytes included, and returns
 /// whether the deferred way was taken. A mail on which the normal parse
 /// panics counts as not taken.
 fn both_ways(raw: &[u8]) -> (bool, serde_json::Value, serde_json::Value) {
@@ -320,7 +320,8 @@ fn base64_lines(bytes: &[u8], width: usize, line_end: &str) -> String {
         .collect()
 }
 
-/// A multipart/mixed mail of `parts`, each its header lines and body.
+/// Returns a multipart/mixed mail of `parts`, each its header lines and
+/// body.
 fn mixed(parts: &[(&str, String)]) -> Vec<u8> {
     let mut raw = String::from(
         "From: a@example.test\r\nMessage-ID: <d@example.test>\r\nSubject: parts\r\n\
@@ -476,7 +477,8 @@ fn deferred_decoding_matches_after_byte_changes() {
             }
         }
     }
-    assert!(taken > 0 && left > 0, "taken {taken}, left {left}");
+    assert!(taken > 0, "no change took the deferred way");
+    assert!(left > 0, "every change took the deferred way");
 }
 
 #[test]
@@ -502,7 +504,7 @@ fn deferred_decoding_matches_on_the_corpus() {
 }
 
 #[test]
-fn large_mail_with_encoded_nested_messages_keeps_the_outer_mail() {
+fn large_nested_messages_keep_outer_mail() {
     // Two quoted-printable message/rfc822 parts, the first holding another
     // message/rfc822: parsed with the encodings unseen, mail-parser
     // returned the inner message as the mail.

@@ -21,7 +21,7 @@ use super::document::{Attachment, InboundMail, WarningCode};
 use super::sha256_hex;
 
 /// Fills `text`, `html` and `attachments` of `doc` from the parts of the
-/// parsed `message`, whose offsets point into `buffer`. `transfers` holds
+/// parsed `message`, whose offsets point into `buffer`. `transfers` gives
 /// what deferred decoding found for each part, when the message was parsed
 /// that way.
 pub(crate) fn read_parts(

@@ -419,9 +419,6 @@ impl Sink {
     }
 }
 
-/// Message properties: persistent, JSON, `message_id` = document id and
-/// `type` = schema name, plus a headers table when there are extra
-/// headers.
 /// Polls every future once, in order, before waiting on any, and returns
 /// their outputs in that order. lapin assigns a publication its delivery
 /// tag and queues its frames on the first poll, so the order of the first
@@ -452,6 +449,9 @@ async fn in_order<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Out
         .collect()
 }
 
+/// Message properties: persistent, JSON, `message_id` = document id and
+/// `type` = schema name, plus a headers table when there are extra
+/// headers.
 fn properties(record: &Record, headers: &[(String, String)]) -> BasicProperties {
     let properties = BasicProperties::default()
         .with_delivery_mode(PERSISTENT)

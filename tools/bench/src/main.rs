@@ -454,9 +454,12 @@ async fn backfill(args: BackfillArgs) -> Result<serde_json::Value, String> {
 /// metrics are read a moment later.
 async fn batch_times(address: &str) -> Result<serde_json::Value, String> {
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let exposition = metrics::get(address, "/metrics")
-        .await
-        .ok_or_else(|| format!("http://{address}/metrics did not answer 200"))?;
+    let exposition = metrics::get(address, "/metrics").await.ok_or_else(|| {
+        format!(
+            "failed to read http://{address}/metrics: no 200 reply; check [metrics] listen \
+                 in the measured configuration"
+        )
+    })?;
     let cycles = Histogram::read(&exposition, "mailbridge_imap_poll_duration_seconds");
     let published = Histogram::read(&exposition, "mailbridge_publish_duration_seconds");
     let batches = published.count.max(1.0);

@@ -474,9 +474,9 @@ pub struct Cpu {
 }
 
 /// Describes where a backfill's batches of `documents` in all spent their
-/// time, next to the time the broker limit and the IMAP limit took for as
-/// many mails (`limit_ms` and `imap_ms` per mail), or returns nothing for
-/// results without batch times.
+/// time. Next to it comes the time the broker limit and the IMAP limit took
+/// for as many mails (`limit_ms` and `imap_ms` per mail). Results without
+/// batch times give an empty string.
 fn batch_text(batches: &Value, name: &str, documents: f64, limit_ms: f64, imap_ms: f64) -> String {
     let (Some(count), Some(cycle_ms), Some(publish_ms)) = (
         batches["count"].as_f64(),
