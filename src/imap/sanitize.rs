@@ -34,20 +34,34 @@ impl Sanitizer {
                 continue;
             }
 
-            if bytes[index] >= 0x80 {
-                bytes[index] = b'?';
+            // Up to the next line feed, only 8-bit bytes change and only the
+            // line's end is kept.
+            let rest = &mut bytes[index..];
+            let end = memchr::memchr(b'\n', rest);
+            let length = end.unwrap_or(rest.len());
+            let line = &mut rest[..length];
+            for byte in line.iter_mut().filter(|byte| **byte >= 0x80) {
+                *byte = b'?';
             }
-            if bytes[index] == b'\n' {
-                self.literal = literal_length(&self.tail);
-                self.tail.clear();
-            } else {
-                if self.tail.len() == MAX_TAIL {
-                    self.tail.remove(0);
+            self.keep_tail(line);
+            match end {
+                Some(end) => {
+                    self.literal = literal_length(&self.tail);
+                    self.tail.clear();
+                    index += end + 1;
                 }
-                self.tail.push(bytes[index]);
+                None => index = bytes.len(),
             }
-            index += 1;
         }
+    }
+
+    /// Appends `line` to the kept end of the current line, of which only
+    /// the last [`MAX_TAIL`] bytes can announce a literal.
+    fn keep_tail(&mut self, line: &[u8]) {
+        let line = &line[line.len().saturating_sub(MAX_TAIL)..];
+        let excess = (self.tail.len() + line.len()).saturating_sub(MAX_TAIL);
+        self.tail.drain(..excess);
+        self.tail.extend_from_slice(line);
     }
 }
 
@@ -128,6 +142,24 @@ mod tests {
         let line = "* OK {x} ä\r\n* OK ü\r\n".as_bytes();
 
         assert_eq!(sanitized(&[line]), b"* OK {x} ??\r\n* OK ??\r\n");
+    }
+
+    #[test]
+    fn long_line_split_anywhere_announces_its_literal() {
+        let mut response = b"* 1 FETCH (X-TEXT \"".to_vec();
+        response.extend(std::iter::repeat_n(b'a', 100));
+        response.extend("ä\" BODY[] {4}\r\nüü) ö\r\n".as_bytes());
+        let expected = {
+            let mut line = b"* 1 FETCH (X-TEXT \"".to_vec();
+            line.extend(std::iter::repeat_n(b'a', 100));
+            line.extend("??\" BODY[] {4}\r\nüü) ??\r\n".as_bytes());
+            line
+        };
+
+        for split in 0..=response.len() {
+            let (first, second) = response.split_at(split);
+            assert_eq!(sanitized(&[first, second]), expected, "split at {split}");
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ const AGE_BUCKETS: &[f64] = &[
 #[derive(Clone)]
 pub struct InboundMetrics {
     poll_duration: HistogramVec,
+    fetch_duration: HistogramVec,
+    build_duration: HistogramVec,
     fetched: IntCounterVec,
     published: IntCounterVec,
     publish_duration: HistogramVec,
@@ -68,6 +70,20 @@ impl InboundMetrics {
                  post-process and checkpoint, in seconds.",
                 CYCLE_BUCKETS,
                 MAILBOX,
+            ),
+            fetch_duration: histogram(
+                "mailbridge_imap_fetch_duration_seconds",
+                "Duration of the UID FETCH of one batch's mails, from the command to its \
+                 completion, in seconds.",
+                CYCLE_BUCKETS,
+                MAILBOX,
+            ),
+            build_duration: histogram(
+                "mailbridge_build_duration_seconds",
+                "Duration of parsing one fetched batch and building its documents, in \
+                 seconds.",
+                CYCLE_BUCKETS,
+                &["pipeline"],
             ),
             fetched: counter(
                 "mailbridge_imap_messages_fetched_total",
@@ -137,6 +153,8 @@ impl InboundMetrics {
     fn collectors(&self) -> Vec<Box<dyn Collector>> {
         vec![
             Box::new(self.poll_duration.clone()),
+            Box::new(self.fetch_duration.clone()),
+            Box::new(self.build_duration.clone()),
             Box::new(self.fetched.clone()),
             Box::new(self.published.clone()),
             Box::new(self.publish_duration.clone()),
@@ -165,10 +183,12 @@ impl InboundMetrics {
     ) {
         self.published.with_label_values(&[pipeline, "success"]);
         self.publish_duration.with_label_values(&[pipeline]);
+        self.build_duration.with_label_values(&[pipeline]);
         self.mail_age.with_label_values(&[pipeline]);
         for mailbox in mailboxes {
             let labels = [account, mailbox.as_str()];
             self.poll_duration.with_label_values(&labels);
+            self.fetch_duration.with_label_values(&labels);
             self.fetched.with_label_values(&labels);
             self.resets.with_label_values(&labels);
             self.connected.with_label_values(&labels).set(0);
@@ -196,6 +216,21 @@ impl InboundMetrics {
         self.last_success
             .with_label_values(&labels)
             .set(unix_seconds(SystemTime::now()));
+    }
+
+    /// Records the UID FETCH of one batch of `mailbox`.
+    pub fn record_fetch(&self, account: &str, mailbox: &str, duration: Duration) {
+        self.fetch_duration
+            .with_label_values(&[account, mailbox])
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Records the time spent building the documents of one batch of
+    /// `pipeline`.
+    pub fn record_build(&self, pipeline: &str, duration: Duration) {
+        self.build_duration
+            .with_label_values(&[pipeline])
+            .observe(duration.as_secs_f64());
     }
 
     /// Records a batch of `pipeline` whose `confirmed` records the broker
@@ -279,8 +314,14 @@ mod tests {
         metrics.record_cycle("support", "INBOX", Duration::from_millis(20), 3);
         metrics.record_published("tickets", Duration::from_millis(5), 1, &[SystemTime::now()]);
         metrics.set_connected("support", "INBOX", true);
+        metrics.record_fetch("support", "INBOX", Duration::from_millis(7));
+        metrics.record_build("tickets", Duration::from_millis(2));
 
         let text = crate::telemetry::http::encode(&registry);
+        assert!(text.contains(
+            "mailbridge_imap_fetch_duration_seconds_sum{account=\"support\",mailbox=\"INBOX\"} 0.007"
+        ));
+        assert!(text.contains("mailbridge_build_duration_seconds_sum{pipeline=\"tickets\"} 0.002"));
         assert!(text.contains(
             "mailbridge_imap_messages_fetched_total{account=\"support\",mailbox=\"INBOX\"} 3"
         ));

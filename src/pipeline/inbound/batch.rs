@@ -67,7 +67,9 @@ impl MailboxWatch {
             return Ok(());
         };
         let uidvalidity = position.uidvalidity;
-        let mut current = Ahead::Fetched(session.fetch_split(&batch.whole, &batch.headers).await?);
+        let (fetched, took) = fetch(session, &batch).await?;
+        self.record_fetch(took);
+        let mut current = Ahead::Fetched(fetched);
         loop {
             self.load_known(position)?;
             let next = planner.next_batch(session).await?;
@@ -80,15 +82,18 @@ impl MailboxWatch {
                 Ahead::Built(documents) => self.publish_built(documents),
             };
             let prefetch = async {
-                let fetched = fetch_next(session, next.as_ref()).await?;
-                match (fetched, builder) {
-                    (Some(fetched), Some(builder)) => {
+                let Some(next) = next.as_ref() else {
+                    return Ok(None);
+                };
+                let (fetched, took) = fetch(session, next).await?;
+                let ahead = match builder {
+                    Some(builder) => {
                         let (documents, _) = build(builder, fetched, uidvalidity, None).await?;
-                        Ok(Some(Ahead::Built(documents)))
+                        Ahead::Built(documents)
                     }
-                    (Some(fetched), None) => Ok(Some(Ahead::Fetched(fetched))),
-                    (None, _) => Ok(None),
-                }
+                    None => Ahead::Fetched(fetched),
+                };
+                Ok(Some((ahead, took)))
             };
             let (published, prefetched): (_, Result<_, WatchError>) =
                 tokio::join!(published, prefetch);
@@ -96,7 +101,11 @@ impl MailboxWatch {
             self.known = published.known;
             let documents = published.documents;
             let prefetched = match prefetched {
-                Ok(prefetched) => prefetched,
+                Ok(Some((ahead, took))) => {
+                    self.record_fetch(took);
+                    Some(ahead)
+                }
+                Ok(None) => None,
                 Err(err) => {
                     // The session is gone. A batch the broker confirmed is
                     // still checkpointed when its post-processing needs no
@@ -104,7 +113,7 @@ impl MailboxWatch {
                     // after the reconnect.
                     if published.first_attempt.is_ok() {
                         let finished = self
-                            .finish(session, position, &batch, documents, published.started)
+                            .finish(session, position, &batch, documents, published.took)
                             .await;
                         if let Err(finish_err) = finished {
                             debug!(mailbox = %self.mailbox, error = %finish_err, "Batch not checkpointed after the failed fetch");
@@ -113,9 +122,14 @@ impl MailboxWatch {
                     return Err(err);
                 }
             };
+            let retried = published.first_attempt.is_err();
             self.confirm(session, &documents.records, published.first_attempt)
                 .await?;
-            self.finish(session, position, &batch, documents, published.started)
+            let took = match retried {
+                true => published.started.elapsed(),
+                false => published.took,
+            };
+            self.finish(session, position, &batch, documents, took)
                 .await?;
 
             self.record_cycle(started, batch.uids.len());
@@ -168,6 +182,11 @@ impl MailboxWatch {
         }
     }
 
+    fn record_fetch(&self, took: Duration) {
+        let (account, mailbox) = (self.account(), self.mailbox.as_str());
+        self.shared.metrics.record_fetch(account, mailbox, took);
+    }
+
     fn record_cycle(&self, started: Instant, fetched: usize) {
         let (account, mailbox) = (self.account(), self.mailbox.as_str());
         self.shared
@@ -189,26 +208,26 @@ impl MailboxWatch {
         Ok(uids)
     }
 
-    /// Completes a batch whose documents the broker confirmed:
-    /// post-processes it, remembers the published keys and saves the
-    /// checkpoint.
+    /// Completes a batch whose documents the broker confirmed `took` after
+    /// the start of their publication: post-processes it, remembers the
+    /// published keys and saves the checkpoint.
     async fn finish(
         &mut self,
         session: &mut Session,
         position: &mut Checkpoint,
         batch: &Batch,
         documents: Documents,
-        published: Instant,
+        took: Duration,
     ) -> Result<(), WatchError> {
         let pipeline = &self.shared.pipeline;
+        self.shared
+            .metrics
+            .record_build(pipeline, documents.built_in);
         let confirmed = documents.records.len();
         if confirmed > 0 {
-            self.shared.metrics.record_published(
-                pipeline,
-                published.elapsed(),
-                confirmed,
-                &documents.received,
-            );
+            self.shared
+                .metrics
+                .record_published(pipeline, took, confirmed, &documents.received);
         }
 
         let processed = self.keep_unparsed(&batch.uids, &documents.unparsed);
@@ -348,6 +367,8 @@ struct Published {
     first_attempt: Result<(), PublishError>,
     /// Start of the first publication.
     started: Instant,
+    /// Time from the start of the first publication to its outcome.
+    took: Duration,
 }
 
 /// A batch's first publication, boxed so that a batch built ahead and one
@@ -367,6 +388,7 @@ async fn publish_once(
         known,
         first_attempt,
         started,
+        took: started.elapsed(),
     }
 }
 
@@ -404,19 +426,14 @@ async fn build(
     }
 }
 
-/// Fetches the mails of `batch`, when there is one.
-async fn fetch_next(
+/// Fetches the mails of `batch`, and tells how long that took.
+async fn fetch(
     session: &mut Session,
-    batch: Option<&Batch>,
-) -> Result<Option<Vec<Fetched>>, ImapError> {
-    let Some(batch) = batch else {
-        return Ok(None);
-    };
-
-    session
-        .fetch_split(&batch.whole, &batch.headers)
-        .await
-        .map(Some)
+    batch: &Batch,
+) -> Result<(Vec<Fetched>, Duration), ImapError> {
+    let started = Instant::now();
+    let fetched = session.fetch_split(&batch.whole, &batch.headers).await?;
+    Ok((fetched, started.elapsed()))
 }
 
 /// Tells whether `err` means that the sink is closed for good. Only a

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::panic;
 use std::thread;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, warn};
 
@@ -30,6 +30,8 @@ pub(super) struct Documents {
     pub(super) received: Vec<SystemTime>,
     /// Mails the parser failed on, whose document holds only metadata.
     pub(super) unparsed: Vec<u32>,
+    /// Time the documents took to build.
+    pub(super) built_in: Duration,
 }
 
 /// Settings of a mailbox watch that building documents needs.
@@ -52,11 +54,13 @@ impl Builder {
         uidvalidity: u32,
         known: Option<&HashSet<String>>,
     ) -> Documents {
+        let started = Instant::now();
         let mut documents = Documents {
             records: Vec::with_capacity(fetched.len()),
             keys: Vec::with_capacity(fetched.len()),
             received: Vec::with_capacity(fetched.len()),
             unparsed: Vec::new(),
+            built_in: Duration::ZERO,
         };
         for (mail, document) in fetched.iter().zip(self.parse_all(fetched, uidvalidity)) {
             if document.has_warning(WarningCode::ParsePanic) {
@@ -77,6 +81,7 @@ impl Builder {
             });
             documents.keys.push(key);
         }
+        documents.built_in = started.elapsed();
         documents
     }
 

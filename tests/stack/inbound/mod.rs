@@ -159,12 +159,14 @@ async fn inbound_delivered_mail_reaches_kafka_and_rabbitmq() {
     assert_eq!(setup.sample(published).await, Some(count as f64));
     let connected = "mailbridge_imap_connected{account=\"watched\",mailbox=\"INBOX\"}";
     assert_eq!(setup.sample(connected).await, Some(1.0));
-    assert!(
-        setup
-            .sample("mailbridge_imap_poll_duration_seconds_count")
-            .await
-            > Some(0.0)
-    );
+    for series in [
+        "mailbridge_imap_poll_duration_seconds_count",
+        "mailbridge_imap_fetch_duration_seconds_count",
+        "mailbridge_build_duration_seconds_count",
+        "mailbridge_publish_duration_seconds_count",
+    ] {
+        assert!(setup.sample(series).await > Some(0.0), "{series}");
+    }
     bridge.stop().await;
     setup.assert_log_has_no_token();
 }

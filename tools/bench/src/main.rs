@@ -448,8 +448,8 @@ async fn backfill(args: BackfillArgs) -> Result<serde_json::Value, String> {
     }))
 }
 
-/// Reads the number of published batches, their mean fetch cycle and
-/// their mean publication from the metrics at `address`. The broker hands
+/// Reads the number of published batches, their mean fetch cycle, their
+/// mean publication, UID FETCH and build from the metrics at `address`. The broker hands
 /// out the last document before mailbridge records its batch, so the
 /// metrics are read a moment later.
 async fn batch_times(address: &str) -> Result<serde_json::Value, String> {
@@ -462,11 +462,15 @@ async fn batch_times(address: &str) -> Result<serde_json::Value, String> {
     })?;
     let cycles = Histogram::read(&exposition, "mailbridge_imap_poll_duration_seconds");
     let published = Histogram::read(&exposition, "mailbridge_publish_duration_seconds");
+    let fetches = Histogram::read(&exposition, "mailbridge_imap_fetch_duration_seconds");
+    let builds = Histogram::read(&exposition, "mailbridge_build_duration_seconds");
     let batches = published.count.max(1.0);
     Ok(json!({
         "count": published.count,
         "cycle_ms": cycles.sum * 1000.0 / batches,
         "publish_ms": published.sum * 1000.0 / batches,
+        "fetch_ms": fetches.sum * 1000.0 / fetches.count.max(1.0),
+        "build_ms": builds.sum * 1000.0 / builds.count.max(1.0),
     }))
 }
 

@@ -486,12 +486,22 @@ fn batch_text(batches: &Value, name: &str, documents: f64, limit_ms: f64, imap_m
         return String::new();
     };
     let per_batch = documents / count.max(1.0);
+    let rest_ms = (cycle_ms - publish_ms).max(0.0);
+    let meanwhile = match (batches["fetch_ms"].as_f64(), batches["build_ms"].as_f64()) {
+        (Some(fetch_ms), Some(build_ms)) => format!(
+            "Meanwhile the next batch was fetched, in {fetch_ms:.1} ms on average \
+             (`mailbridge_imap_fetch_duration_seconds`), and built, in {build_ms:.1} ms \
+             (`mailbridge_build_duration_seconds`)"
+        ),
+        _ => "The next batch is fetched and built in that time".to_owned(),
+    };
     format!(
         " Its {count:.0} batches of {per_batch:.0} mails on average took {cycle_ms:.1} ms each \
          (`mailbridge_imap_poll_duration_seconds`). Of that, {publish_ms:.1} ms ran from the \
-         start of a batch's publication until {name} had confirmed it and the next batch was \
-         fetched and built (`mailbridge_publish_duration_seconds`). For as many mails, the \
-         {name} limit took {:.1} ms and the IMAP limit {:.1} ms.",
+         start of a batch's publication until {name} had confirmed it \
+         (`mailbridge_publish_duration_seconds`). {meanwhile}; the other {rest_ms:.1} ms of a \
+         batch went to waiting for it after the confirmation and to the checkpoint. For as \
+         many mails, the {name} limit took {:.1} ms and the IMAP limit {:.1} ms.",
         limit_ms * per_batch,
         imap_ms * per_batch,
     )
@@ -696,9 +706,30 @@ mod tests {
             "{text}"
         );
         assert!(
+            text.contains("the other 12.8 ms of a batch went to waiting"),
+            "{text}"
+        );
+        assert!(
+            text.contains("The next batch is fetched and built in that time"),
+            "{text}"
+        );
+        assert!(
             text.ends_with("the Kafka limit took 6.2 ms and the IMAP limit 150.0 ms."),
             "{text}"
         );
+
+        let split = serde_json::json!({
+            "count": 20.0, "cycle_ms": 10.0, "publish_ms": 4.0, "fetch_ms": 5.5, "build_ms": 2.5
+        });
+        let text = batch_text(&split, "RabbitMQ", 2000.0, 0.07, 0.04);
+        assert!(
+            text.contains(
+                "fetched, in 5.5 ms on average (`mailbridge_imap_fetch_duration_seconds`), \
+                 and built, in 2.5 ms"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("the other 6.0 ms of a batch"), "{text}");
 
         assert_eq!(batch_text(&Value::Null, "Kafka", 100.0, 1.0, 1.0), "");
     }
