@@ -217,6 +217,57 @@ impl Session {
         Ok(mails)
     }
 
+    /// Fetches like [`Session::fetch_split`], but hands each mail to `each`
+    /// while the fetch goes on, so that the caller can work on it before the
+    /// last mail arrives: the mails fetched whole, then those fetched by
+    /// header, each in the server's order. A mail is handed over once a
+    /// response for another mail or the command's completion follows the
+    /// response with its body, so that a response split in two still gives
+    /// one mail. Returns the number of mails handed over.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Session::fetch`]; the mails handed over before the error
+    /// stay with the caller.
+    pub async fn fetch_split_each(
+        &mut self,
+        whole: &[u32],
+        headers: &[u32],
+        mut each: impl FnMut(Fetched),
+    ) -> Result<usize, ImapError> {
+        let mailbox = self.require_selected("UID FETCH")?;
+        let (whole, headers) = (uid_set::normalize(whole), uid_set::normalize(headers));
+        let mut count = 0;
+        let mut hand_over = |mail: Fetched| {
+            count += 1;
+            each(mail);
+        };
+        for (uids, items) in [(&whole, FETCH_ITEMS), (&headers, HEADER_ITEMS)] {
+            for batch in uids.chunks(FETCH_BATCH) {
+                let command = format!("UID FETCH {} {items}", uid_set::format(batch));
+                let mut arriving = Arriving::default();
+                let completion = self
+                    .command("UID FETCH", Some(&mailbox), &command, |response| {
+                        arriving.add(response, batch, &mut hand_over)
+                    })
+                    .await?;
+                if !completion.is_ok() {
+                    return Err(self.command_failed("UID FETCH", Some(&mailbox), &completion));
+                }
+                arriving.finish(&mut hand_over);
+            }
+        }
+        tracing::debug!(
+            server = %self.server(),
+            mailbox = %mailbox,
+            requested = whole.len() + headers.len(),
+            fetched = count,
+            header_only = headers.len(),
+            "Fetched mails"
+        );
+        Ok(count)
+    }
+
     /// Sends `UID FETCH` with `items` for sorted `uids`, in commands of at
     /// most [`FETCH_BATCH`] UIDs, and collects the responses by UID.
     async fn fetch_items(
@@ -270,6 +321,55 @@ fn collect(response: &Response<'_>, batch: &[u32], fetched: &mut BTreeMap<u32, I
 
     fetched.entry(uid).or_default().merge(items);
     true
+}
+
+/// The mails of one `UID FETCH` whose responses have arrived but that were
+/// not handed over yet.
+#[derive(Default)]
+struct Arriving {
+    pending: BTreeMap<u32, Items>,
+    /// Mails handed over, whose later responses are left out.
+    handed_over: std::collections::BTreeSet<u32>,
+}
+
+impl Arriving {
+    /// Adds a FETCH response for one of the `batch` UIDs, and hands over
+    /// every mail with a body other than the response's. Returns false for
+    /// other responses, such as another mail's flag change.
+    fn add(&mut self, response: &Response<'_>, batch: &[u32], each: impl FnMut(Fetched)) -> bool {
+        let mut fetched = BTreeMap::new();
+        if !collect(response, batch, &mut fetched) {
+            return false;
+        }
+        if let Some((uid, items)) = fetched.pop_first()
+            && !self.handed_over.contains(&uid)
+        {
+            self.hand_over_all_but(Some(uid), each);
+            self.pending.entry(uid).or_default().merge(items);
+        }
+        true
+    }
+
+    /// Hands over every mail with a body, at the command's completion.
+    fn finish(&mut self, each: impl FnMut(Fetched)) {
+        self.hand_over_all_but(None, each);
+    }
+
+    fn hand_over_all_but(&mut self, kept: Option<u32>, mut each: impl FnMut(Fetched)) {
+        let ready: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(uid, items)| Some(**uid) != kept && items.body.is_some())
+            .map(|(uid, _)| *uid)
+            .collect();
+        for uid in ready {
+            let items = self.pending.remove(&uid).unwrap_or_default();
+            self.handed_over.insert(uid);
+            if let Some(mail) = items.into_fetched(uid) {
+                each(mail);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -383,6 +483,66 @@ mod tests {
 
         let mail = fetched.remove(&7).unwrap().into_fetched(7).unwrap();
         assert!(!mail.header_only);
+    }
+
+    /// Feeds `responses` to one fetch's [`Arriving`], and returns the UIDs
+    /// handed over after each response and at the completion.
+    fn hand_overs(responses: Vec<Response<'static>>) -> (Vec<Vec<u32>>, Vec<Fetched>) {
+        let mut arriving = Arriving::default();
+        let mut mails = Vec::new();
+        let mut after_each = Vec::new();
+        for response in &responses {
+            let before = mails.len();
+            arriving.add(response, &[7, 8, 9], |mail| mails.push(mail));
+            after_each.push(mails[before..].iter().map(|mail| mail.uid).collect());
+        }
+        let before = mails.len();
+        arriving.finish(|mail| mails.push(mail));
+        after_each.push(mails[before..].iter().map(|mail| mail.uid).collect());
+        (after_each, mails)
+    }
+
+    #[test]
+    fn mail_handed_over_when_the_next_one_starts() {
+        let (after_each, mails) = hand_overs(vec![
+            Response::Fetch(1, attributes(7, Some(b"one"))),
+            Response::Fetch(2, attributes(8, Some(b"two"))),
+            Response::Fetch(3, attributes(9, Some(b"three"))),
+        ]);
+
+        assert_eq!(after_each, [vec![], vec![7], vec![8], vec![9]]);
+        assert_eq!(mails[2].body, b"three");
+    }
+
+    #[test]
+    fn split_response_handed_over_as_one_mail() {
+        let flags_only = vec![
+            AttributeValue::Uid(7),
+            AttributeValue::Flags(vec![Cow::Borrowed("\\Seen")]),
+        ];
+        let (after_each, mails) = hand_overs(vec![
+            Response::Fetch(1, attributes(7, Some(b"hello"))),
+            Response::Fetch(1, flags_only),
+            Response::Fetch(2, attributes(8, Some(b"two"))),
+        ]);
+
+        assert_eq!(after_each, [vec![], vec![], vec![7], vec![8]]);
+        assert_eq!(mails[0].flags, ["\\Seen"]);
+        assert_eq!(mails[0].body, b"hello");
+    }
+
+    #[test]
+    fn response_after_hand_over_left_out() {
+        let (after_each, mails) = hand_overs(vec![
+            Response::Fetch(1, attributes(7, Some(b"one"))),
+            Response::Fetch(2, attributes(8, Some(b"two"))),
+            Response::Fetch(1, attributes(7, Some(b"again"))),
+            Response::Fetch(5, attributes(12, Some(b"other mailbox change"))),
+        ]);
+
+        assert_eq!(after_each, [vec![], vec![7], vec![], vec![], vec![8]]);
+        assert_eq!(mails.len(), 2);
+        assert_eq!(mails[0].body, b"one");
     }
 
     #[test]

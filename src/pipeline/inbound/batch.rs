@@ -67,9 +67,10 @@ impl MailboxWatch {
             return Ok(());
         };
         let uidvalidity = position.uidvalidity;
-        let (fetched, took) = fetch(session, &batch).await?;
+        self.load_known(position)?;
+        let builder = self.known.is_none().then(|| self.builder());
+        let (mut current, took) = fetch_ahead(session, &batch, builder, uidvalidity).await?;
         self.record_fetch(took);
-        let mut current = Ahead::Fetched(fetched);
         loop {
             self.load_known(position)?;
             let next = planner.next_batch(session).await?;
@@ -82,18 +83,12 @@ impl MailboxWatch {
                 Ahead::Built(documents) => self.publish_built(documents),
             };
             let prefetch = async {
-                let Some(next) = next.as_ref() else {
-                    return Ok(None);
-                };
-                let (fetched, took) = fetch(session, next).await?;
-                let ahead = match builder {
-                    Some(builder) => {
-                        let (documents, _) = build(builder, fetched, uidvalidity, None).await?;
-                        Ahead::Built(documents)
-                    }
-                    None => Ahead::Fetched(fetched),
-                };
-                Ok(Some((ahead, took)))
+                match next.as_ref() {
+                    Some(next) => fetch_ahead(session, next, builder, uidvalidity)
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
             };
             let (published, prefetched): (_, Result<_, WatchError>) =
                 tokio::join!(published, prefetch);
@@ -392,8 +387,8 @@ async fn publish_once(
     }
 }
 
-/// The next batch, fetched, and built too when it did not depend on the
-/// current one.
+/// A batch fetched before its publication, and built too when it did not
+/// depend on the batch before it.
 enum Ahead {
     Fetched(Vec<Fetched>),
     Built(Documents),
@@ -416,8 +411,59 @@ async fn build(
         );
         (documents, known)
     });
-    match built.await {
-        Ok(built) => Ok(built),
+    joined(built).await
+}
+
+/// Fetches `batch`, and builds it too when a `builder` is given, which
+/// means that no known keys apply. Returns it with the fetch's duration.
+async fn fetch_ahead(
+    session: &mut Session,
+    batch: &Batch,
+    builder: Option<Builder>,
+    uidvalidity: u32,
+) -> Result<(Ahead, Duration), WatchError> {
+    match builder {
+        Some(builder) => {
+            let (documents, took) = fetch_and_build(session, batch, builder, uidvalidity).await?;
+            Ok((Ahead::Built(documents), took))
+        }
+        None => {
+            let (fetched, took) = fetch(session, batch).await?;
+            Ok((Ahead::Fetched(fetched), took))
+        }
+    }
+}
+
+/// Fetches the mails of `batch` and builds their documents on a blocking
+/// thread as they arrive, so that parsing does not wait for the last mail.
+/// Returns the documents and how long the fetch took.
+async fn fetch_and_build(
+    session: &mut Session,
+    batch: &Batch,
+    builder: Builder,
+    uidvalidity: u32,
+) -> Result<(Documents, Duration), WatchError> {
+    let (sender, mails) = std::sync::mpsc::channel();
+    let building =
+        tokio::task::spawn_blocking(move || builder.documents_as_fetched(mails, uidvalidity));
+    let started = Instant::now();
+    // The sender moves into the closure, so the thread's receiver ends with
+    // the fetch, whether it succeeded or not.
+    let fetched = session
+        .fetch_split_each(&batch.whole, &batch.headers, move |mail| {
+            // The thread only stops early when the runtime shuts down.
+            let _ = sender.send(mail);
+        })
+        .await;
+    let took = started.elapsed();
+    fetched?;
+    Ok((joined(building).await?, took))
+}
+
+/// Waits for a blocking thread's result, and passes its panic on.
+async fn joined<T>(thread: tokio::task::JoinHandle<T>) -> Result<T, WatchError> {
+    match thread.await {
+        Ok(result) => Ok(result),
         Err(err) => match err.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
             // The runtime is shutting down.

@@ -1,6 +1,6 @@
 //! Limits and hints on the stack: a mail just over `max_message_bytes` is
-//! fetched by its header section, batches stay under `max_batch_bytes`,
-//! and implicit TLS against a STARTTLS port points to STARTTLS, for IMAP
+//! fetched by its header section, batches stay under `max_batch_bytes`, a
+//! batch with such mails keeps UID order, and implicit TLS against a STARTTLS port points to STARTTLS, for IMAP
 //! and SMTP alike.
 
 use std::path::PathBuf;
@@ -100,6 +100,44 @@ async fn inbound_batches_split_by_max_batch_bytes() {
         .filter_map(|line| line.split_once("requested=")?.1.split(' ').next())
         .collect();
     assert_eq!(requested, ["2", "2", "1"], "mails per UID FETCH:\n{log}");
+}
+
+#[tokio::test]
+async fn inbound_batch_with_header_only_mails_keeps_uid_order() {
+    let setup = Setup::new("inbound-batch-order");
+    setup
+        .prepare("[inbound.lines]\naccount = \"watched\"\nmax_message_bytes = 2000\n")
+        .await;
+    // 38 mails fetched whole and two, the 6th and the 31st, by header, in
+    // a second command whose documents are built after the others.
+    let large = [5, 30];
+    for index in 0..40 {
+        let mut raw = mail(&unique("batch-order"), &format!("mail {index}"));
+        if large.contains(&index) {
+            raw.extend(b"x".repeat(2100));
+            raw.extend(b"\r\n");
+        }
+        append(&setup.user, "INBOX", &raw).await;
+    }
+    let output = tempfile::NamedTempFile::new().expect("output file");
+
+    let bridge = setup.start_with_stdout(output.reopen().expect("reopen"));
+    let text = wait_for_lines(output.path(), 40).await;
+    bridge.stop().await;
+
+    let published: Vec<(String, bool)> = text
+        .lines()
+        .map(|line| {
+            let document: serde_json::Value =
+                serde_json::from_str(line).expect("each line is one JSON document");
+            let subject = document["subject"].as_str().expect("subject").to_owned();
+            (subject, document["truncated"] == true)
+        })
+        .collect();
+    let expected: Vec<(String, bool)> = (0..40)
+        .map(|index| (format!("mail {index}"), large.contains(&index)))
+        .collect();
+    assert_eq!(published, expected, "{text}");
 }
 
 #[tokio::test]
