@@ -219,11 +219,11 @@ impl Session {
 
     /// Fetches like [`Session::fetch_split`], but hands each mail to `each`
     /// while the fetch goes on, so that the caller can work on it before the
-    /// last mail arrives: the mails fetched whole, then those fetched by
-    /// header, each in the server's order. A mail is handed over once a
-    /// response for another mail or the command's completion follows the
-    /// response with its body, so that a response split in two still gives
-    /// one mail. Returns the number of mails handed over.
+    /// last mail arrives. The mails fetched whole come first, then those
+    /// fetched by header, each in the server's order. A mail is handed over
+    /// once a response for another mail or the command's completion follows
+    /// the response with its body, so that a response split in two still
+    /// gives one mail. Returns the number of mails handed over.
     ///
     /// # Errors
     ///

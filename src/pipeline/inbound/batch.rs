@@ -472,7 +472,7 @@ async fn joined<T>(thread: tokio::task::JoinHandle<T>) -> Result<T, WatchError> 
     }
 }
 
-/// Fetches the mails of `batch`, and tells how long that took.
+/// Fetches the mails of `batch`, and returns them with the fetch's duration.
 async fn fetch(
     session: &mut Session,
     batch: &Batch,

@@ -103,7 +103,7 @@ async fn inbound_batches_split_by_max_batch_bytes() {
 }
 
 #[tokio::test]
-async fn inbound_batch_with_header_only_mails_keeps_uid_order() {
+async fn inbound_header_only_mails_keep_uid_order() {
     let setup = Setup::new("inbound-batch-order");
     setup
         .prepare("[inbound.lines]\naccount = \"watched\"\nmax_message_bytes = 2000\n")
