@@ -155,8 +155,8 @@ pub fn caps_section(page: &mut String, dir: &Path) -> Result<(), String> {
     let _ = writeln!(
         page,
         "The same backfill of mails with a 1 MB attachment to Kafka, \
-         `batch_size` 100, run once for each `max_batch_bytes`. The peak \
-         memory follows the cap, not the number of mails in the mailbox.\n"
+         `batch_size` 100, run once for each `max_batch_bytes`. The cap \
+         bounds the peak memory, not the number of mails in the mailbox.\n"
     );
     let _ = writeln!(
         page,
