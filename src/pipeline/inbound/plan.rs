@@ -22,7 +22,7 @@ pub(super) struct Batch {
     /// UIDs above `max_message_bytes`, fetched with their header section
     /// only.
     pub(super) headers: Vec<u32>,
-    /// Sum of the RFC822.SIZE of the mails in `whole`.
+    /// Sum of the RFC822.SIZE of the mails in `whole` and `headers`.
     pub(super) bytes: u64,
 }
 
@@ -44,7 +44,9 @@ pub(super) struct Limits {
 /// batch of its own.
 ///
 /// A mail without RFC822.SIZE is fetched whole in a batch of its own,
-/// because its size is unknown. A header-only mail counts as no bytes.
+/// because its size is unknown. A mail fetched by header counts with its
+/// whole size, because its header section may be nearly all of it, so such
+/// a mail usually forms a batch of its own.
 ///
 /// NOTE: RFC822.SIZE counts the message with CRLF line ends, which is the
 /// form Dovecot sends; a server whose size is an estimate can make a batch
@@ -54,7 +56,7 @@ pub(super) fn plan(sizes: &[MailSize], limits: Limits) -> Vec<Batch> {
     let mut current = Batch::default();
     for mail in sizes {
         let (bytes, header_only) = match mail.size {
-            Some(size) if u64::from(size) > limits.max_message_bytes => (0, true),
+            Some(size) if u64::from(size) > limits.max_message_bytes => (u64::from(size), true),
             Some(size) => (u64::from(size), false),
             None => (u64::MAX, false),
         };
@@ -183,10 +185,25 @@ mod tests {
 
         let batches = plan(&mails, LIMITS);
 
-        assert_eq!(uids(&batches), [vec![1, 2, 3]]);
-        assert_eq!(batches[0].whole, [1, 3]);
-        assert_eq!(batches[0].headers, [2]);
-        assert_eq!(batches[0].bytes, 20);
+        assert_eq!(uids(&batches), [vec![1], vec![2], vec![3]]);
+        assert!(batches[1].whole.is_empty());
+        assert_eq!(batches[1].headers, [2]);
+        assert_eq!(batches[1].bytes, 9000);
+    }
+
+    #[test]
+    fn header_only_mails_count_their_size() {
+        let limits = Limits {
+            max_message_bytes: 100,
+            ..LIMITS
+        };
+        let mails = sizes(&[(1, Some(400)), (2, Some(400)), (3, Some(400))]);
+
+        let batches = plan(&mails, limits);
+
+        assert_eq!(uids(&batches), [vec![1, 2], vec![3]]);
+        assert_eq!(batches[0].headers, [1, 2]);
+        assert_eq!(batches[0].bytes, 800);
     }
 
     #[test]
