@@ -309,18 +309,24 @@ fn split_by_size(sizes: &[MailSize], max_bytes: u64) -> (Vec<u32>, Vec<u32>) {
 /// Adds a FETCH response for one of the `batch` UIDs to `fetched`.
 /// Returns false for other responses, such as another mail's flag change.
 fn collect(response: &Response<'_>, batch: &[u32], fetched: &mut BTreeMap<u32, Items>) -> bool {
-    let Response::Fetch(_, attributes) = response else {
+    let Some((uid, items)) = batch_items(response, batch) else {
         return false;
     };
-    let (Some(uid), items) = Items::parse(attributes) else {
-        return false;
-    };
-    if batch.binary_search(&uid).is_err() {
-        return false;
-    }
-
     fetched.entry(uid).or_default().merge(items);
     true
+}
+
+/// Returns the UID and items of a FETCH response for one of the `batch`
+/// UIDs, or `None` for any other response.
+fn batch_items(response: &Response<'_>, batch: &[u32]) -> Option<(u32, Items)> {
+    let Response::Fetch(_, attributes) = response else {
+        return None;
+    };
+    let (Some(uid), items) = Items::parse(attributes) else {
+        return None;
+    };
+    batch.binary_search(&uid).ok()?;
+    Some((uid, items))
 }
 
 /// The mails of one `UID FETCH` whose responses have arrived but that were
@@ -337,13 +343,10 @@ impl Arriving {
     /// every mail with a body other than the response's. Returns false for
     /// other responses, such as another mail's flag change.
     fn add(&mut self, response: &Response<'_>, batch: &[u32], each: impl FnMut(Fetched)) -> bool {
-        let mut fetched = BTreeMap::new();
-        if !collect(response, batch, &mut fetched) {
+        let Some((uid, items)) = batch_items(response, batch) else {
             return false;
-        }
-        if let Some((uid, items)) = fetched.pop_first()
-            && !self.handed_over.contains(&uid)
-        {
+        };
+        if !self.handed_over.contains(&uid) {
             self.hand_over_all_but(Some(uid), each);
             self.pending.entry(uid).or_default().merge(items);
         }

@@ -45,8 +45,7 @@ pub(super) struct Limits {
 ///
 /// A mail without RFC822.SIZE is fetched whole in a batch of its own,
 /// because its size is unknown. A mail fetched by header counts with its
-/// whole size, because its header section may be nearly all of it, so such
-/// a mail usually forms a batch of its own.
+/// whole size, because its header section may be nearly all of it.
 ///
 /// NOTE: RFC822.SIZE counts the message with CRLF line ends, which is the
 /// form Dovecot sends; a server whose size is an estimate can make a batch
