@@ -41,6 +41,9 @@ pub(crate) fn read_parts(
         }
         let transfer = transfers.and_then(|transfers| transfers.get(index));
         let content = content_of(part, buffer, boundaries[index], transfer);
+        // NOTE: mail-parser 0.11.9 also flags the one part of a mail that
+        // ends after its header fields, with no empty line, so such a mail
+        // gets this warning and an empty text/plain attachment.
         if part.is_encoding_problem {
             let detail = format!(
                 "MIME part {index} ({}) could not be decoded or parsed; its raw bytes were kept",

@@ -303,6 +303,9 @@ impl MailboxWatch {
 
         match self.wait_mode(session) {
             Mode::Idle => {
+                // NOTE: Dovecot 2.3.19 sends nothing to an IDLE session whose
+                // mailbox was deleted and created again, so such a reset
+                // shows only at the next renewal, after up to `idle_interval`.
                 let wait = settings.idle_interval.min(until_renewal);
                 let event = tokio::select! {
                     event = session.idle(wait, settings.liveness_timeout) => event?,
