@@ -23,10 +23,11 @@ pub(crate) use amqp::Link as AmqpLink;
 pub use consume::{Assignment, ConsumeError, Consumer, Delivery, Headers, Position, Source};
 pub use error::PublishError;
 
-/// Returns `broker` for a publisher whose caller awaits each record alone,
-/// such as the outbound pipeline's status and dead-letter publishers. A
-/// Kafka producer then sends each record at once, unless the broker's
-/// properties set `linger.ms` or `queue.buffering.max.ms`.
+/// Returns `broker` for a publisher whose caller awaits what it handed over
+/// before it hands over more: an inbound pipeline's batch, or one outbound
+/// status or dead-letter record. A Kafka producer then sends records at
+/// once, unless the broker's properties set `linger.ms` or
+/// `queue.buffering.max.ms`.
 pub fn unbatched(broker: &config::Broker) -> config::Broker {
     match broker {
         config::Broker::Kafka(kafka) => config::Broker::Kafka(kafka::settings::unbatched(kafka)),

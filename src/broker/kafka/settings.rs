@@ -123,8 +123,9 @@ pub(crate) fn creation_reason(err: &KafkaError, redact: impl Fn(&str) -> String)
 const LINGER_NAMES: [&str; 2] = ["linger.ms", "queue.buffering.max.ms"];
 
 /// Returns `kafka` with `linger.ms = 0` unless its properties set the
-/// linger. A publisher whose caller awaits each record alone gains nothing
-/// from the wait for a fuller batch, which librdkafka 2.12 sets to 5 ms.
+/// linger. A publisher whose caller awaits what it handed over before it
+/// hands over more gains nothing from the wait for a fuller batch, which
+/// librdkafka 2.12 sets to 5 ms.
 pub(crate) fn unbatched(kafka: &Kafka) -> Kafka {
     let mut kafka = kafka.clone();
     let is_linger = |name: &String| LINGER_NAMES.contains(&name.to_ascii_lowercase().as_str());

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::{Context, RunError};
 use crate::auth::TokenProvider;
-use crate::broker::{Publisher, Target};
+use crate::broker::{self, Publisher, Target};
 use crate::config::{
     Broker, Config, DEFAULT_COORDINATION_PARTITIONS, Inbound, default_coordination_group,
 };
@@ -39,8 +39,10 @@ pub(super) fn start(
         tokens.clone(),
         Some(cx.metrics.clone()),
     )?;
+    // A batch goes to the producer whole and is confirmed before the next
+    // one is sent, so waiting for a fuller Kafka batch only delays it.
     let broker = inbound.broker.as_ref().map(|broker| {
-        let settings = config.brokers[broker].clone();
+        let settings = broker::unbatched(&config.brokers[broker]);
         (broker.clone(), settings)
     });
     let target = target(inbound, broker.as_ref().map(|(_, settings)| settings));
