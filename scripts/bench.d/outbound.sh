@@ -5,10 +5,13 @@
 # mailbridge's default.
 outbound_concurrency=4
 
-# Waits until the INBOX of user $1 contains $2 mails, stores the count as
-# outbound-$3-delivered.json and empties the mailbox.
+# Releases the mails that postfix holds, waits until the INBOX of user $1
+# contains $2 mails, stores the count as outbound-$3-delivered.json and
+# empties the mailbox.
 count_delivered() {
   local user=$1 count=$2 name=$3
+  postsuper -c "$STACK_DIR/postfix/etc" -H ALL 2>/dev/null
+  postqueue -c "$STACK_DIR/postfix/etc" -f
   BENCH_ACCESS_TOKEN=$(access_token "$user")
   export BENCH_ACCESS_TOKEN
   "$bench" mailbox-count "${imap_args[@]}" --user "$user" --expect "$count" \
@@ -29,7 +32,7 @@ measure_outbound() {
   for name in limit-1 limit-n; do
     connections=1
     [[ $name == limit-n ]] && connections=$outbound_concurrency
-    recipient=bench-$run-$name@$STACK_MAIL_DOMAIN
+    recipient=bench-$run-$name-hold@$STACK_MAIL_DOMAIN
     step "outbound: SMTP limit, $count mails over $connections connection(s)"
     BENCH_ACCESS_TOKEN=$(access_token "$sender")
     export BENCH_ACCESS_TOKEN
@@ -49,7 +52,7 @@ measure_outbound() {
   local broker broker_name address requests source
   for broker in kafka amqp; do
     requests=bench.$run.outbound.$broker
-    recipient=bench-$run-$broker@$STACK_MAIL_DOMAIN
+    recipient=bench-$run-$broker-hold@$STACK_MAIL_DOMAIN
     if [[ $broker == kafka ]]; then
       broker_name=kafka
       address=$STACK_KAFKA_BOOTSTRAP

@@ -70,6 +70,7 @@ render "$TEMPLATES/postfix/main.cf.in" "$STATE/postfix/etc/main.cf"
 render "$TEMPLATES/postfix/master.cf.in" "$STATE/postfix/etc/master.cf"
 # Each signed-in user may send only as its own address.
 printf '%s\n' '/^(.+)$/ ${1}' >"$STATE/postfix/etc/sender_login"
+printf '%s\n' '/-hold@/ HOLD' >"$STATE/postfix/etc/hold_recipients"
 
 # Both servers fail to start while run or pid files of a stopped container
 # remain.

@@ -256,6 +256,9 @@ async fn produce_kafka(
         .set("message.timeout.ms", "30000")
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        // Each batch is confirmed before the next, as mailbridge does, so
+        // neither waits for a fuller Kafka batch.
+        .set("linger.ms", "0")
         .create()
         .map_err(|err| format!("failed to create the Kafka producer: {err}"))?;
     for chunk in ids.chunks(batch.max(1)) {
