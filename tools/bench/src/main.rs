@@ -484,11 +484,13 @@ async fn produce(args: ProduceArgs) -> Result<serde_json::Value, String> {
     } = args;
     let producer_broker = broker.clone();
     let (counter, progress) = start_counter(broker, count, Identity::Key).await?;
+    let producer = broker::Producer::connect(&producer_broker).await?;
     let machine_before = MachineCpu::now()?;
     let started = Instant::now();
     let measurement = async {
-        let confirmed_seconds =
-            broker::produce(&producer_broker, count, document_bytes, batch).await?;
+        let confirmed_seconds = producer
+            .produce(&producer_broker, count, document_bytes, batch)
+            .await?;
         let last = counter_result(counter.await)?;
         Ok::<_, String>((confirmed_seconds, last))
     };

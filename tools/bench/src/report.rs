@@ -428,8 +428,10 @@ const METHOD: &str = "## Method
 - The broker limits send as many JSON documents of mailbridge's mean
   document size, with mailbridge's producer settings, in batches of
   `batch_size` whose confirmations are awaited before the next batch (as
-  mailbridge must before it checkpoints), timed until the same consumer
-  has counted the last one.
+  mailbridge must before it checkpoints). The producer connects before
+  the time starts (the Kafka one reads the topic's metadata twice, as
+  mailbridge does, so that it has its producer id), and the time runs
+  until the same consumer has counted the last document.
 - Token requests: one account watches 10 mailboxes, one IMAP session
   each, while the OAuth2 server issues access tokens of a short lifetime.
   Every few seconds `doveadm kick` ends all 10 sessions, so each one signs
