@@ -39,10 +39,8 @@ pub(super) fn start(
         tokens.clone(),
         Some(cx.metrics.clone()),
     )?;
-    // A batch goes to the producer whole and is confirmed before the next
-    // one is sent, so waiting for a fuller Kafka batch only delays it.
     let broker = inbound.broker.as_ref().map(|broker| {
-        let settings = broker::unbatched(&config.brokers[broker]);
+        let settings = config.brokers[broker].clone();
         (broker.clone(), settings)
     });
     let target = target(inbound, broker.as_ref().map(|(_, settings)| settings));
@@ -236,13 +234,17 @@ impl Pipeline {
     /// stops; `None` on shutdown.
     async fn connect(&self) -> Option<Publisher> {
         let component = format!("inbound/{}", self.name);
+        // A batch goes to the producer whole and is confirmed before the
+        // next one is sent, so waiting for a fuller Kafka batch only delays
+        // it. The coordination's consumers keep the broker's settings as
+        // they are: librdkafka warns about producer properties there.
         let (broker_name, broker) = match &self.broker {
-            Some((name, broker)) => (name.as_str(), Some(broker)),
+            Some((name, broker)) => (name.as_str(), Some(broker::unbatched(broker))),
             None => ("stdout", None),
         };
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
-            match Publisher::connect(broker_name, broker, self.target.clone()).await {
+            match Publisher::connect(broker_name, broker.as_ref(), self.target.clone()).await {
                 Ok(publisher) => {
                     self.readiness.ready(&component);
                     return Some(publisher);
