@@ -70,17 +70,18 @@ fn message_id(mail: &[u8]) -> Option<&[u8]> {
 }
 
 /// Distinct documents seen so far, their total payload size and when the
-/// first one arrived.
+/// first one arrived. Only ids that start with `prefix` count.
 #[derive(Default)]
 pub struct Progress {
     pub distinct: AtomicUsize,
     pub bytes: AtomicU64,
     pub first: std::sync::OnceLock<Instant>,
+    pub prefix: Vec<u8>,
 }
 
 impl Progress {
     fn record(&self, seen: &mut HashSet<Vec<u8>>, id: &[u8], payload_bytes: usize) -> usize {
-        if !seen.insert(id.to_vec()) {
+        if !id.starts_with(&self.prefix) || !seen.insert(id.to_vec()) {
             return self.distinct.load(Ordering::Relaxed);
         }
         self.first.get_or_init(Instant::now);
@@ -230,9 +231,9 @@ pub enum Producer {
 impl Producer {
     /// Connects with mailbridge's producer settings, before the limit's
     /// time starts: the limit measures sending, not signing in.
-    pub async fn connect(broker: &BrokerArgs) -> Result<Self, String> {
+    pub async fn connect(broker: &BrokerArgs, timeout: Duration) -> Result<Self, String> {
         match broker.broker {
-            BrokerKind::Kafka => connect_kafka(broker).await,
+            BrokerKind::Kafka => connect_kafka(broker, timeout).await,
             BrokerKind::Amqp => connect_amqp(broker).await,
         }
     }
@@ -250,7 +251,7 @@ impl Producer {
     ) -> Result<f64, String> {
         let started = Instant::now();
         let ids: Vec<String> = (0..count)
-            .map(|index| format!("{:016x}{:048x}", std::process::id(), index))
+            .map(|index| format!("{}{index:032x}", run_prefix()))
             .collect();
         match self {
             Self::Kafka(producer) => {
@@ -266,12 +267,26 @@ impl Producer {
     }
 }
 
+/// Returns the first 32 of the 64 hexadecimal digits of this process's
+/// document ids: its process id and its start time. The limit's counter
+/// counts only ids with this prefix, so documents that an earlier run left
+/// in the topic or queue do not count.
+pub fn run_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        format!("{:016x}{nanos:016x}", std::process::id())
+    })
+}
+
 /// Creates a producer with mailbridge's settings: idempotence, `acks=all`,
 /// a 30 s message timeout and no linger. Like mailbridge, it reads the
 /// topic's metadata twice: after the first answer librdkafka 2.12 drops
 /// its bootstrap connection, and the second opens the connection on which
 /// the idempotent producer gets its id, instead of 500 ms later.
-async fn connect_kafka(broker: &BrokerArgs) -> Result<Producer, String> {
+async fn connect_kafka(broker: &BrokerArgs, timeout: Duration) -> Result<Producer, String> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &broker.address)
         .set("client.id", "mailbridge-bench")
@@ -285,12 +300,15 @@ async fn connect_kafka(broker: &BrokerArgs) -> Result<Producer, String> {
         .map_err(|err| format!("failed to create the Kafka producer: {err}"))?;
     let client = producer.clone();
     let topic = broker.target.clone();
+    let address = broker.address.clone();
     tokio::task::spawn_blocking(move || {
         for _ in 0..2 {
             client
                 .client()
-                .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                .map_err(|err| format!("failed to read the metadata of topic {topic}: {err}"))?;
+                .fetch_metadata(Some(&topic), timeout / 2)
+                .map_err(|err| {
+                    format!("failed to read the metadata of topic {topic} from {address}: {err}")
+                })?;
         }
         Ok::<_, String>(())
     })

@@ -358,6 +358,7 @@ pub(crate) async fn start_counter(
     broker: BrokerArgs,
     expected: usize,
     identity: Identity,
+    prefix: &str,
 ) -> Result<
     (
         tokio::task::JoinHandle<Result<Instant, String>>,
@@ -365,7 +366,10 @@ pub(crate) async fn start_counter(
     ),
     String,
 > {
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(Progress {
+        prefix: prefix.as_bytes().to_vec(),
+        ..Progress::default()
+    });
     let (ready_sender, ready) = oneshot::channel();
     let counted = Arc::clone(&progress);
     let mut counter = tokio::spawn(async move {
@@ -390,7 +394,8 @@ pub(crate) fn counter_result(
 async fn backfill(args: BackfillArgs) -> Result<serde_json::Value, String> {
     let target = args.broker.target.clone();
     let broker = args.broker.clone();
-    let (mut counter, progress) = start_counter(args.broker, args.expect, Identity::Key).await?;
+    let (mut counter, progress) =
+        start_counter(args.broker, args.expect, Identity::Key, "").await?;
 
     let machine_before = MachineCpu::now()?;
     let started = Instant::now();
@@ -483,8 +488,19 @@ async fn produce(args: ProduceArgs) -> Result<serde_json::Value, String> {
         timeout,
     } = args;
     let producer_broker = broker.clone();
-    let (counter, progress) = start_counter(broker, count, Identity::Key).await?;
-    let producer = broker::Producer::connect(&producer_broker).await?;
+    let (counter, progress) =
+        start_counter(broker, count, Identity::Key, broker::run_prefix()).await?;
+    let producer = tokio::time::timeout(
+        Duration::from_secs(timeout),
+        broker::Producer::connect(&producer_broker, Duration::from_secs(timeout)),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "failed to connect to {} within {timeout} s",
+            producer_broker.address
+        )
+    })??;
     let machine_before = MachineCpu::now()?;
     let started = Instant::now();
     let measurement = async {

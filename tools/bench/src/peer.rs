@@ -44,7 +44,7 @@ pub struct PeerArgs {
 pub async fn measure(args: PeerArgs) -> Result<Value, String> {
     let target = args.broker.target.clone();
     let (mut counter, progress) =
-        start_counter(args.broker, args.expect, Identity::MessageId).await?;
+        start_counter(args.broker, args.expect, Identity::MessageId, "").await?;
 
     let started = Instant::now();
     let mut deadline = started + Duration::from_secs(args.timeout);

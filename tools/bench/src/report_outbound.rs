@@ -159,7 +159,7 @@ pub fn section(page: &mut String, dir: &Path) -> Result<(), String> {
 pub const METHOD: &str = "- Outbound throughput: each step sends to a new recipient of the
   stack's domain whose address ends in `-hold`, so postfix puts every
   accepted mail in its hold queue (stack/postfix/main.cf.in). After the
-  step, `postsuper -H ALL` and `postqueue -f` release the mails and
+  step, `postsuper -H` and `postqueue -f` release that recipient's mails and
   postfix delivers them to Dovecot over LMTP. Without the hold, delivery
   runs seconds behind acceptance, by an amount that depends on the
   sending rate, so a faster step would leave more of its delivery work
