@@ -169,7 +169,10 @@ pub const METHOD: &str = "- Outbound throughput: each step sends to a new recipi
   partitions, every request is produced at once, and the time runs from
   the first request to the moment a consumer in `mailbridge-bench`
   receives the `sent` status event of the last one. A `failed` event
-  fails the run. The limits use a minimal SMTP client in
+  fails the run. The Kafka pipeline's broker sets `fetch.wait.max.ms` to
+  10 ms: the mock broker holds a fetch on a caught-up partition for the
+  whole wait, 500 ms by default, where Kafka answers once a record
+  arrives, so the first requests would wait for it. The limits use a minimal SMTP client in
   `mailbridge-bench`: STARTTLS, AUTH XOAUTH2 with an initial response,
   then MAIL FROM, RCPT TO and DATA for one message after another,
   without pipelining. Each connection takes the next message until all
