@@ -338,6 +338,10 @@ fn tokens_section(page: &mut String, dir: &Path) -> Result<(), String> {
             format!("{kicks:.0}"),
         ),
         (
+            "Times `doveadm kick` found no session, three tries 200 ms apart".to_owned(),
+            format!("{:.0}", tokens["missed_kicks"].as_f64().unwrap_or(0.0)),
+        ),
+        (
             "Sessions opened again, each with a new sign-in (`mailbridge_imap_reconnects_total`)"
                 .to_owned(),
             format!("{:.0}", number(&tokens, "reconnects")?),
