@@ -73,9 +73,9 @@ measure_outbound() {
       create_topic "$requests.status"
       create_topic "$requests.dead"
       source=$(printf 'topic = "%s"\ngroup_id = "%s"\n' "$requests" "$requests")
-      # The mock broker holds a fetch on a caught-up partition for the
-      # whole fetch.wait.max.ms (500 ms by default), where Kafka answers
-      # once a record arrives, so the first requests would wait for it.
+      # The mock broker keeps a fetch on a caught-up partition open for
+      # the whole fetch.wait.max.ms (500 ms by default), where Kafka
+      # replies once a record arrives, so the first requests would wait.
       properties=$(printf '[brokers.kafka.properties]\n"fetch.wait.max.ms" = "10"\n')
     else
       broker_name=rabbitmq

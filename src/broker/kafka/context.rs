@@ -52,7 +52,7 @@ impl ClientContext for Context {
     }
 }
 
-/// Tells whether a log line says that a property of the other client role
+/// Tells whether a log line reports that a property of the other client role
 /// is ignored, such as `session.timeout.ms` in a producer. A broker's
 /// properties go to its producers and its consumers alike, so such a line
 /// reports no fault.

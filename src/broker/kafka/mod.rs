@@ -86,9 +86,9 @@ impl Sink {
         // librdkafka 2.12 drops its bootstrap connection once a metadata
         // response has named the cluster's brokers, and connects to one of
         // them only when a record or a request needs it. Until then the
-        // idempotent producer has no broker to ask for its producer id and
-        // asks again only 500 ms later, so the first batch waited that
-        // long. A second metadata request opens that connection now.
+        // idempotent producer has no broker to request its producer id
+        // from and tries again only 500 ms later, so the first batch waited
+        // that long. A second metadata request opens that connection now.
         sink.fetch_partitions(&kafka.bootstrap_servers).await?;
         tracing::info!(broker, topic = %sink.topic, partitions, "Publisher connected");
 

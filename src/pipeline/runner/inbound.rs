@@ -237,7 +237,8 @@ impl Pipeline {
         // A batch goes to the producer whole and is confirmed before the
         // next one is sent, so waiting for a fuller Kafka batch only delays
         // it. The coordination's consumers keep the broker's settings as
-        // they are: librdkafka warns about producer properties there.
+        // they are, because librdkafka reports a producer property there as
+        // ignored.
         let (broker_name, broker) = match &self.broker {
             Some((name, broker)) => (name.as_str(), Some(broker::unbatched(broker))),
             None => ("stdout", None),

@@ -283,7 +283,7 @@ pub fn run_prefix() -> &'static str {
 
 /// Creates a producer with mailbridge's settings: idempotence, `acks=all`,
 /// a 30 s message timeout and no linger. Like mailbridge, it reads the
-/// topic's metadata twice: after the first answer librdkafka 2.12 drops
+/// topic's metadata twice: after the first response librdkafka 2.12 drops
 /// its bootstrap connection, and the second opens the connection on which
 /// the idempotent producer gets its id, instead of 500 ms later.
 async fn connect_kafka(broker: &BrokerArgs, timeout: Duration) -> Result<Producer, String> {

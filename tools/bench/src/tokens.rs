@@ -141,9 +141,9 @@ async fn wait_ready(args: &TokensArgs, measured: &mut Measured) -> Result<(), St
 const NO_SESSION: i32 = 68;
 
 /// Ends every IMAP session of the user with `doveadm kick`, and returns
-/// whether it found any. Dovecot 2.3.19 at times answers that it found no
-/// session while all ten are signed in, so that answer is retried twice,
-/// 200 ms apart, and then counted as a missed kick instead of failing.
+/// whether it found any. Dovecot 2.3.19 at times reports no session while
+/// all ten are signed in, so that result is retried twice, 200 ms apart,
+/// and then counted as a missed kick instead of failing the step.
 async fn kick(args: &TokensArgs) -> Result<bool, String> {
     let mut attempts = 0;
     let output = loop {
