@@ -193,6 +193,29 @@ impl CheckpointStore {
             .map_err(|source| self.io("write", &self.path, source))
     }
 
+    /// Appends `keys` and then replaces the checkpoint with `bytes`, on a
+    /// blocking thread, so that the task waiting for both can meanwhile
+    /// read from the IMAP server. The keys are synced before the
+    /// checkpoint is written.
+    pub async fn commit(&self, keys: Vec<String>, bytes: Vec<u8>) -> Result<(), CheckpointError> {
+        let store = self.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            store.remember(&keys)?;
+            store.write(&bytes)
+        });
+        match written.await {
+            Ok(result) => result,
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(self.io(
+                    "write",
+                    &self.path,
+                    io::Error::other("the runtime shut down during the write"),
+                )),
+            },
+        }
+    }
+
     /// Appends the keys of published mail and syncs them.
     ///
     /// NOTE: the file only grows, about 50 bytes per published mail, and

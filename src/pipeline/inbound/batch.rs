@@ -71,6 +71,7 @@ impl MailboxWatch {
         let builder = self.known.is_none().then(|| self.builder());
         let (mut current, took) = fetch_ahead(session, &batch, builder, uidvalidity).await?;
         self.record_fetch(took);
+        let keep = self.post_process() == PostProcess::Keep;
         loop {
             self.load_known(position)?;
             let next = planner.next_batch(session).await?;
@@ -82,6 +83,19 @@ impl MailboxWatch {
                 Ahead::Fetched(fetched) => self.build_and_publish(fetched, uidvalidity),
                 Ahead::Built(documents) => self.publish_built(documents),
             };
+            // With `keep`, a batch that the broker confirmed at the first
+            // attempt needs no session to complete, so its checkpoint is
+            // written while the next batch is still being fetched.
+            let publishing = async {
+                let published = published.await?;
+                if !keep || published.first_attempt.is_err() {
+                    return Ok(Some(published));
+                }
+                self.known = published.known;
+                self.finish_kept(position, &batch, published.documents, published.took)
+                    .await?;
+                Ok::<_, WatchError>(None)
+            };
             let prefetch = async {
                 match next.as_ref() {
                     Some(next) => fetch_ahead(session, next, builder, uidvalidity)
@@ -91,10 +105,11 @@ impl MailboxWatch {
                 }
             };
             let (published, prefetched): (_, Result<_, WatchError>) =
-                tokio::join!(published, prefetch);
-            let published = published?;
-            self.known = published.known;
-            let documents = published.documents;
+                tokio::join!(publishing, prefetch);
+            let mut published = published?;
+            if let Some(published) = &mut published {
+                self.known = published.known.take();
+            }
             let prefetched = match prefetched {
                 Ok(Some((ahead, took))) => {
                     self.record_fetch(took);
@@ -104,11 +119,19 @@ impl MailboxWatch {
                 Err(err) => {
                     // The session is gone. A batch the broker confirmed is
                     // still checkpointed when its post-processing needs no
-                    // session (`keep`); otherwise it is published again
-                    // after the reconnect.
-                    if published.first_attempt.is_ok() {
+                    // session (`keep`), which then already happened;
+                    // otherwise it is published again after the reconnect.
+                    if let Some(published) = published
+                        && published.first_attempt.is_ok()
+                    {
                         let finished = self
-                            .finish(session, position, &batch, documents, published.took)
+                            .finish(
+                                session,
+                                position,
+                                &batch,
+                                published.documents,
+                                published.took,
+                            )
                             .await;
                         if let Err(finish_err) = finished {
                             debug!(mailbox = %self.mailbox, error = %finish_err, "Batch not checkpointed after the failed fetch");
@@ -117,15 +140,18 @@ impl MailboxWatch {
                     return Err(err);
                 }
             };
-            let retried = published.first_attempt.is_err();
-            self.confirm(session, &documents.records, published.first_attempt)
-                .await?;
-            let took = match retried {
-                true => published.started.elapsed(),
-                false => published.took,
-            };
-            self.finish(session, position, &batch, documents, took)
-                .await?;
+            if let Some(published) = published {
+                let documents = published.documents;
+                let retried = published.first_attempt.is_err();
+                self.confirm(session, &documents.records, published.first_attempt)
+                    .await?;
+                let took = match retried {
+                    true => published.started.elapsed(),
+                    false => published.took,
+                };
+                self.finish(session, position, &batch, documents, took)
+                    .await?;
+            }
 
             self.record_cycle(started, batch.uids.len());
             started = Instant::now();
@@ -214,6 +240,28 @@ impl MailboxWatch {
         documents: Documents,
         took: Duration,
     ) -> Result<(), WatchError> {
+        self.record_batch(&documents, took);
+        let processed = self.keep_unparsed(&batch.uids, &documents.unparsed);
+        session
+            .post_process(&processed, &self.post_process())
+            .await?;
+        self.commit_batch(position, batch, documents).await
+    }
+
+    /// Completes a confirmed batch whose mail stays as it is (`keep`), so
+    /// without the session, which meanwhile fetches the next batch.
+    async fn finish_kept(
+        &mut self,
+        position: &mut Checkpoint,
+        batch: &Batch,
+        documents: Documents,
+        took: Duration,
+    ) -> Result<(), WatchError> {
+        self.record_batch(&documents, took);
+        self.commit_batch(position, batch, documents).await
+    }
+
+    fn record_batch(&self, documents: &Documents, took: Duration) {
         let pipeline = &self.shared.pipeline;
         self.shared
             .metrics
@@ -224,25 +272,35 @@ impl MailboxWatch {
                 .metrics
                 .record_published(pipeline, took, confirmed, &documents.received);
         }
+    }
 
-        let processed = self.keep_unparsed(&batch.uids, &documents.unparsed);
-        session
-            .post_process(&processed, &self.post_process())
-            .await?;
-        self.checkpoints.remember(&documents.keys)?;
-        if let Some(known) = &mut self.known {
-            known.extend(documents.keys.iter().cloned());
-        }
-        position.last_uid = batch.uids.last().copied().unwrap_or(position.last_uid);
-        if position
+    /// Remembers the published keys of a post-processed batch and saves the
+    /// checkpoint after it.
+    async fn commit_batch(
+        &mut self,
+        position: &mut Checkpoint,
+        batch: &Batch,
+        documents: Documents,
+    ) -> Result<(), WatchError> {
+        let mut next = *position;
+        next.last_uid = batch.uids.last().copied().unwrap_or(next.last_uid);
+        let passed = next
             .filter
-            .is_some_and(|filter| filter.through() <= position.last_uid)
-        {
-            position.filter = None;
-            self.known = None;
+            .is_some_and(|filter| filter.through() <= next.last_uid);
+        if passed {
+            next.filter = None;
         }
+        // Known keys grow only with keys that were written.
+        let known_too = (self.known.is_some() && !passed).then(|| documents.keys.clone());
 
-        self.save(*position).await
+        self.commit(documents.keys, next).await?;
+        *position = next;
+        if passed {
+            self.known = None;
+        } else if let (Some(known), Some(keys)) = (&mut self.known, known_too) {
+            known.extend(keys);
+        }
+        Ok(())
     }
 
     /// Reads the keys of the mail this mailbox published, once, while

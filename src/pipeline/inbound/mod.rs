@@ -393,10 +393,18 @@ impl MailboxWatch {
     /// that replicas share, so that the broker's copy is never ahead of
     /// the published mail.
     async fn save(&self, checkpoint: Checkpoint) -> Result<(), WatchError> {
+        self.commit(Vec::new(), checkpoint).await
+    }
+
+    /// Remembers the keys of a batch's published mail, then saves the
+    /// checkpoint that follows the batch, as [`MailboxWatch::save`] does.
+    async fn commit(&self, keys: Vec<String>, checkpoint: Checkpoint) -> Result<(), WatchError> {
         let bytes = self.checkpoints.encode(checkpoint);
-        self.checkpoints.write(&bytes)?;
-        if let Some(shared) = &self.shared.shared_checkpoints {
-            shared.save(&self.mailbox, bytes).await?;
+        let shared = self.shared.shared_checkpoints.as_ref();
+        let copy = shared.map(|_| bytes.clone());
+        self.checkpoints.commit(keys, bytes).await?;
+        if let (Some(shared), Some(copy)) = (shared, copy) {
+            shared.save(&self.mailbox, copy).await?;
         }
         Ok(())
     }
