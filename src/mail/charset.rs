@@ -6,6 +6,7 @@
 //! put under a `gb2312` or `gbk` label. Labels that `encoding_rs` does not
 //! know, such as UTF-7, go to the decoders of `mail-parser`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -16,13 +17,14 @@ use mail_parser::{Message, MimeHeaders};
 use super::document::{Warning, WarningCode};
 
 /// A text part decoded to UTF-8, with the problem found, if any.
-pub(crate) struct DecodedText {
-    pub text: String,
+pub(crate) struct DecodedText<'a> {
+    /// The text, borrowed from the part's bytes when they were UTF-8.
+    pub text: Cow<'a, str>,
     pub problem: Option<(WarningCode, String)>,
 }
 
 /// Decodes the transfer-decoded bytes of a text part labelled `label`.
-pub(crate) fn decode_text(bytes: &[u8], label: Option<&str>) -> DecodedText {
+pub(crate) fn decode_text<'a>(bytes: &'a [u8], label: Option<&str>) -> DecodedText<'a> {
     let label = label.map(str::trim).filter(|label| !label.is_empty());
     let Some(label) = label else {
         // RFC 2045 makes US-ASCII the default, but 8-bit bytes without a
@@ -38,7 +40,7 @@ pub(crate) fn decode_text(bytes: &[u8], label: Option<&str>) -> DecodedText {
     {
         let detail = format!("declared {label} but contains 8-bit bytes; read as UTF-8");
         return DecodedText {
-            text: text.to_owned(),
+            text: Cow::Borrowed(text),
             problem: Some((WarningCode::CharsetMislabelled, detail)),
         };
     }
@@ -48,7 +50,7 @@ pub(crate) fn decode_text(bytes: &[u8], label: Option<&str>) -> DecodedText {
     }
     if let Some(decoder) = charset_decoder(label.as_bytes()) {
         return DecodedText {
-            text: decoder(bytes),
+            text: Cow::Owned(decoder(bytes)),
             problem: None,
         };
     }
@@ -61,17 +63,14 @@ pub(crate) fn decode_text(bytes: &[u8], label: Option<&str>) -> DecodedText {
     decoded
 }
 
-fn decode_with(encoding: &'static Encoding, bytes: &[u8], label: &str) -> DecodedText {
+fn decode_with<'a>(encoding: &'static Encoding, bytes: &'a [u8], label: &str) -> DecodedText<'a> {
     let (text, had_errors) = encoding.decode_with_bom_removal(bytes);
     let problem = had_errors.then(|| {
         let detail = format!("bytes invalid in {label} were replaced with U+FFFD");
         (WarningCode::TextDecodeErrors, detail)
     });
 
-    DecodedText {
-        text: text.into_owned(),
-        problem,
-    }
+    DecodedText { text, problem }
 }
 
 /// Resolves a charset label, reading every GBK label as GB18030.

@@ -67,12 +67,13 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-
-    bytes.iter().fold(String::new(), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -108,6 +109,12 @@ mod tests {
         assert_ne!(document_id("", "x", 1, 2), document_id("x", "", 1, 2));
         // UIDVALIDITY and UID must not swap.
         assert_ne!(document_id("a", "b", 1, 2), document_id("a", "b", 2, 1));
+    }
+
+    #[test]
+    fn hex_writes_two_lowercase_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff, 0x5c]), "000fa0ff5c");
+        assert_eq!(hex(&[]), "");
     }
 
     #[test]

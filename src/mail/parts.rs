@@ -102,8 +102,23 @@ fn decoded(doc: &mut InboundMail, index: usize, part: &MessagePart<'_>, content:
         doc.warn(code, format!("MIME part {index}: {detail}"));
     }
 
-    let text = decoded.text.replace("\r\n", "\n");
-    text.trim_end_matches(['\r', '\n']).to_owned()
+    lf_text(&decoded.text)
+}
+
+/// Returns `text` with LF for each CRLF and without trailing line breaks,
+/// in one copy.
+pub(super) fn lf_text(text: &str) -> String {
+    // Trimming first gives the same result, as a CRLF cannot straddle the
+    // start of the trailing line breaks.
+    let text = text.trim_end_matches(['\r', '\n']);
+    let mut out = String::with_capacity(text.len());
+    let mut start = 0;
+    for at in memchr::memmem::find_iter(text.as_bytes(), b"\r\n") {
+        out.push_str(&text[start..at]);
+        start = at + 1;
+    }
+    out.push_str(&text[start..]);
+    out
 }
 
 fn attachment(part: &MessagePart<'_>, content: &[u8], options: &DocumentOptions) -> Attachment {
@@ -231,6 +246,18 @@ mod tests {
     const C18_LIKE: &[u8] = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
         --b\r\nContent-Type: text/plain\r\n\r\nhello\r\n\
         --b\r\nContent-Type: message/rfc822\r\n\r\nnot a message\r\n--b--\r\n";
+
+    #[test]
+    fn lf_text_ends_lines_with_lf_only() {
+        assert_eq!(lf_text("a\r\nb\r\n\r\n"), "a\nb");
+        assert_eq!(lf_text("a\rb\n\r\nc\r\r\n"), "a\rb\n\nc");
+        assert_eq!(lf_text("\r\n\r\n"), "");
+        assert_eq!(lf_text("caf\u{e9}\r\n\u{1f600}"), "caf\u{e9}\n\u{1f600}");
+        for text in ["x\r\r\n\ny", "\r\nx\n\r", "x\r\n\r", "", "\r"] {
+            let expected = text.replace("\r\n", "\n");
+            assert_eq!(lf_text(text), expected.trim_end_matches(['\r', '\n']), "{text:?}");
+        }
+    }
 
     #[test]
     fn unparsable_nested_message_stops_at_delimiter() {
