@@ -255,7 +255,11 @@ mod tests {
         assert_eq!(lf_text("caf\u{e9}\r\n\u{1f600}"), "caf\u{e9}\n\u{1f600}");
         for text in ["x\r\r\n\ny", "\r\nx\n\r", "x\r\n\r", "", "\r"] {
             let expected = text.replace("\r\n", "\n");
-            assert_eq!(lf_text(text), expected.trim_end_matches(['\r', '\n']), "{text:?}");
+            assert_eq!(
+                lf_text(text),
+                expected.trim_end_matches(['\r', '\n']),
+                "{text:?}"
+            );
         }
     }
 

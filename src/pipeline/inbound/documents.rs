@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::panic;
-use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -71,12 +70,13 @@ impl Builder {
         documents
     }
 
-    /// Builds the documents of the mails that arrive on `mails`, each as it
-    /// comes, until the sender is dropped, and returns them in UID order.
+    /// Builds the documents of `mails`, each as the iterator yields it, such
+    /// as from a channel while the fetch goes on, and returns them in UID
+    /// order.
     /// The build time counts the work on each mail, not the waits between.
     pub(super) fn documents_as_fetched(
         &self,
-        mails: Receiver<Fetched>,
+        mails: impl IntoIterator<Item = Fetched>,
         uidvalidity: u32,
     ) -> Documents {
         let mut documents = Documents::default();
