@@ -216,9 +216,9 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
              there the rest came at {steady:.0} mails/s, {steady_ratio:.2} of the slower \
              limit. mailbridge used {mailbridge_cpu:.2} CPU \
              seconds in these {run_seconds:.2} s. The cores were {:.0} % busy, against {:.0} % \
-             during the IMAP limit. Per 1,000 mails mailbridge took {:.2} core-seconds, \
-             `mailbridge-bench` (counting the documents) {:.2}, and the rest of the machine \
-             {:.2}{}. During the IMAP limit the rest took {:.2}{} and the limit's client {:.2}.",
+             during the IMAP limit. Per 1,000 mails mailbridge took {:.3} core-seconds, \
+             `mailbridge-bench` (counting the documents) {:.3}, and the rest of the machine \
+             {:.3}{}. During the IMAP limit the rest took {:.2}{} and the limit's client {:.2}.",
             shown(ratio),
             cpu.busy * 100.0,
             imap_cpu.busy * 100.0,
@@ -249,6 +249,10 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
             limit_seconds * 1000.0 / number(&limit, "documents")?.max(1.0),
             imap_seconds * 1000.0 / mails.max(1.0),
         ));
+        if ratio < TARGET_RATIO {
+            let cores = std::thread::available_parallelism().map_or(0, usize::from);
+            verdict.push_str(&cpu.full_cores_text(cores, slower));
+        }
         if ratio < TARGET_RATIO && cpu.busy >= SATURATED {
             let _ = write!(
                 verdict,
@@ -553,6 +557,24 @@ impl Cpu {
         self.mailbridge + self.bench + self.others
     }
 
+    /// Says how fast the processor time per mail, without
+    /// `mailbridge-bench`'s, lets a step go at most, with all `cores` busy
+    /// all the time, as a share of `slower_rate`, in mails a second.
+    /// Returns nothing when the core count is unknown.
+    pub fn full_cores_text(&self, cores: usize, slower_rate: f64) -> String {
+        let per_thousand = self.mailbridge + self.others;
+        if cores == 0 || per_thousand <= 0.0 {
+            return String::new();
+        }
+        let rate = cores as f64 * 1000.0 / per_thousand;
+        format!(
+            " Processor time alone bounds this step: without `mailbridge-bench`, it took \
+             {per_thousand:.3} core-seconds per 1,000 mails, so even with all {cores} cores \
+             busy all the time it could move at most {rate:.0} mails/s, {} of the slower limit.",
+            shown(rate / slower_rate),
+        )
+    }
+
     /// Says how close to `limit` the processor time per mail lets a step
     /// come when the cores are as busy in both: the limit's core-seconds
     /// per mail over this step's.
@@ -634,6 +656,22 @@ fn format_load(load: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_cores_bound_leaves_out_the_bench_tool() {
+        let cpu = Cpu {
+            busy: 0.5,
+            mailbridge: 0.04,
+            bench: 0.5,
+            others: 0.04,
+            groups: Vec::new(),
+        };
+        // 2 cores over 0.08 core-seconds per 1,000 mails: 25,000 mails/s.
+        let text = cpu.full_cores_text(2, 50_000.0);
+        assert!(text.contains("took 0.080 core-seconds"), "{text}");
+        assert!(text.contains("at most 25000 mails/s, 0.50 of"), "{text}");
+        assert_eq!(cpu.full_cores_text(0, 50_000.0), "");
+    }
 
     #[test]
     fn thousands_groups_digits() {
