@@ -11,22 +11,49 @@ use std::path::Path;
 /// mode 0700 when missing. The file gets mode 0600. `prefix` names the
 /// temporary file, which starts with a dot.
 pub fn write_atomically(path: &Path, prefix: &str, bytes: &[u8]) -> io::Result<()> {
-    let directory = path.parent().unwrap_or(Path::new("."));
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(directory)?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(&format!(".{prefix}."))
-        .suffix(".tmp")
-        .permissions(Permissions::from_mode(0o600))
-        .tempfile_in(directory)?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|error| error.error)?;
+    Replacement::write(path, prefix, bytes)?.replace()
+}
 
-    // The rename is durable only once the directory is synced.
-    File::open(directory)?.sync_all()
+/// The new content of a file, written and synced beside it under a
+/// temporary name, so that the replacement can wait for other writes.
+/// Dropped without [`Replacement::replace`], it removes the temporary
+/// file and leaves the file as it was.
+pub struct Replacement<'a> {
+    path: &'a Path,
+    directory: &'a Path,
+    temp: tempfile::NamedTempFile,
+}
+
+impl<'a> Replacement<'a> {
+    /// Writes `bytes` for `path` as [`write_atomically`] does, up to the
+    /// rename.
+    pub fn write(path: &'a Path, prefix: &str, bytes: &[u8]) -> io::Result<Self> {
+        let directory = path.parent().unwrap_or(Path::new("."));
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(directory)?;
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!(".{prefix}."))
+            .suffix(".tmp")
+            .permissions(Permissions::from_mode(0o600))
+            .tempfile_in(directory)?;
+        temp.write_all(bytes)?;
+        temp.as_file().sync_all()?;
+        Ok(Self {
+            path,
+            directory,
+            temp,
+        })
+    }
+
+    /// Renames the written file over the file and syncs the directory.
+    pub fn replace(self) -> io::Result<()> {
+        self.temp.persist(self.path).map_err(|error| error.error)?;
+
+        // The rename is durable only once the directory is synced.
+        File::open(self.directory)?.sync_all()
+    }
 }
 
 /// Returns `name` as a file name: ASCII letters, digits, `-` and `_` stay,

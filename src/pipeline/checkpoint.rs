@@ -193,15 +193,29 @@ impl CheckpointStore {
             .map_err(|source| self.io("write", &self.path, source))
     }
 
-    /// Appends `keys` and then replaces the checkpoint with `bytes`, on a
-    /// blocking thread, so that the task waiting for both can meanwhile
-    /// read from the IMAP server. The keys are synced before the
-    /// checkpoint is written.
+    /// Appends `keys` and replaces the checkpoint with `bytes`, on
+    /// blocking threads, so that the task waiting for both can meanwhile
+    /// read from the IMAP server. The new checkpoint is written beside the
+    /// old one while the keys are appended, and replaces it only once
+    /// both are synced, so a checkpoint on disk never lacks its keys.
     pub async fn commit(&self, keys: Vec<String>, bytes: Vec<u8>) -> Result<(), CheckpointError> {
         let store = self.clone();
         let written = tokio::task::spawn_blocking(move || {
-            store.remember(&keys)?;
-            store.write(&bytes)
+            if keys.is_empty() {
+                return store.write(&bytes);
+            }
+            std::thread::scope(|scope| {
+                let remembered = scope.spawn(|| store.remember(&keys));
+                let replacement = state::Replacement::write(&store.path, "checkpoint", &bytes)
+                    .map_err(|source| store.io("write", &store.path, source));
+                match remembered.join() {
+                    Ok(remembered) => remembered?,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+                replacement?
+                    .replace()
+                    .map_err(|source| store.io("write", &store.path, source))
+            })
         });
         match written.await {
             Ok(result) => result,
@@ -361,6 +375,58 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn checkpoint(last_uid: u32) -> Checkpoint {
+        Checkpoint {
+            uidvalidity: 7,
+            last_uid,
+            filter: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_writes_keys_and_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+
+        let keys = vec!["<a@example.test>".to_owned(), "<b@example.test>".to_owned()];
+        store
+            .commit(keys, store.encode(checkpoint(40)))
+            .await
+            .unwrap();
+        store
+            .commit(Vec::new(), store.encode(checkpoint(41)))
+            .await
+            .unwrap();
+
+        assert_eq!(store.load().unwrap(), Some(checkpoint(41)));
+        assert_eq!(store.known().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn commit_keeps_the_old_checkpoint_when_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        store.save(checkpoint(40)).unwrap();
+        // A directory where the keys file should be makes the append fail.
+        std::fs::create_dir(store.path().with_extension("known")).unwrap();
+
+        let keys = vec!["<a@example.test>".to_owned()];
+        let err = store
+            .commit(keys, store.encode(checkpoint(90)))
+            .await
+            .unwrap_err();
+
+        assert!(err.to_string().contains(".known"), "{err}");
+        assert_eq!(store.load().unwrap(), Some(checkpoint(40)));
+        let directory = store.path().parent().unwrap();
+        let left: Vec<_> = std::fs::read_dir(directory)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .filter(|name| name.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
     }
 
     #[test]
