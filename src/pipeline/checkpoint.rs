@@ -16,6 +16,7 @@ use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -198,7 +199,11 @@ impl CheckpointStore {
     /// read from the IMAP server. The new checkpoint is written beside the
     /// old one while the keys are appended, and replaces it only once
     /// both are synced, so a checkpoint on disk never lacks its keys.
-    pub async fn commit(&self, keys: Vec<String>, bytes: Vec<u8>) -> Result<(), CheckpointError> {
+    pub async fn commit(
+        &self,
+        keys: Arc<[String]>,
+        bytes: Arc<[u8]>,
+    ) -> Result<(), CheckpointError> {
         let store = self.clone();
         let written = tokio::task::spawn_blocking(move || {
             if keys.is_empty() {
@@ -391,14 +396,10 @@ mod tests {
         let store = store(dir.path());
 
         let keys = vec!["<a@example.test>".to_owned(), "<b@example.test>".to_owned()];
-        store
-            .commit(keys, store.encode(checkpoint(40)))
-            .await
-            .unwrap();
-        store
-            .commit(Vec::new(), store.encode(checkpoint(41)))
-            .await
-            .unwrap();
+        let first = store.encode(checkpoint(40));
+        store.commit(keys.into(), first.into()).await.unwrap();
+        let second = store.encode(checkpoint(41));
+        store.commit(Arc::new([]), second.into()).await.unwrap();
 
         assert_eq!(store.load().unwrap(), Some(checkpoint(41)));
         assert_eq!(store.known().unwrap().len(), 2);
@@ -413,10 +414,8 @@ mod tests {
         std::fs::create_dir(store.path().with_extension("known")).unwrap();
 
         let keys = vec!["<a@example.test>".to_owned()];
-        let err = store
-            .commit(keys, store.encode(checkpoint(90)))
-            .await
-            .unwrap_err();
+        let bytes = store.encode(checkpoint(90));
+        let err = store.commit(keys.into(), bytes.into()).await.unwrap_err();
 
         assert!(err.to_string().contains(".known"), "{err}");
         assert_eq!(store.load().unwrap(), Some(checkpoint(40)));

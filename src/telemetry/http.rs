@@ -206,7 +206,7 @@ mod tests {
     async fn endpoints_answer() {
         let registry = Registry::new();
         let inbound = crate::telemetry::InboundMetrics::new(&registry).unwrap();
-        inbound.record_cycle("support", "INBOX", std::time::Duration::from_millis(3), 1);
+        inbound.record_cycle("support", "INBOX", std::time::Duration::from_millis(3));
         let readiness = Readiness::default();
         readiness.not_ready("inbound/tickets/INBOX", "connecting");
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();

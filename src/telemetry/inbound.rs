@@ -205,24 +205,26 @@ impl InboundMetrics {
     }
 
     /// Records one successful fetch cycle of `mailbox`.
-    pub fn record_cycle(&self, account: &str, mailbox: &str, duration: Duration, fetched: usize) {
+    pub fn record_cycle(&self, account: &str, mailbox: &str, duration: Duration) {
         let labels = [account, mailbox];
         self.poll_duration
             .with_label_values(&labels)
             .observe(duration.as_secs_f64());
-        self.fetched
-            .with_label_values(&labels)
-            .inc_by(fetched as u64);
         self.last_success
             .with_label_values(&labels)
             .set(unix_seconds(SystemTime::now()));
     }
 
-    /// Records the UID FETCH of one batch of `mailbox`.
-    pub fn record_fetch(&self, account: &str, mailbox: &str, duration: Duration) {
+    /// Records the UID FETCH of one batch of `mailbox`, which gave
+    /// `fetched` mails, whether the batch is then checkpointed or not.
+    pub fn record_fetch(&self, account: &str, mailbox: &str, duration: Duration, fetched: usize) {
+        let labels = [account, mailbox];
         self.fetch_duration
-            .with_label_values(&[account, mailbox])
+            .with_label_values(&labels)
             .observe(duration.as_secs_f64());
+        self.fetched
+            .with_label_values(&labels)
+            .inc_by(fetched as u64);
     }
 
     /// Records the time spent building the documents of one batch of
@@ -311,10 +313,10 @@ mod tests {
         let registry = Registry::new();
         let metrics = InboundMetrics::new(&registry).unwrap();
 
-        metrics.record_cycle("support", "INBOX", Duration::from_millis(20), 3);
+        metrics.record_cycle("support", "INBOX", Duration::from_millis(20));
         metrics.record_published("tickets", Duration::from_millis(5), 1, &[SystemTime::now()]);
         metrics.set_connected("support", "INBOX", true);
-        metrics.record_fetch("support", "INBOX", Duration::from_millis(7));
+        metrics.record_fetch("support", "INBOX", Duration::from_millis(7), 3);
         metrics.record_build("tickets", Duration::from_millis(2));
 
         let text = crate::telemetry::http::encode(&registry);

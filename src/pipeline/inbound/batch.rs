@@ -40,7 +40,7 @@ impl MailboxWatch {
             let uids = self.pending(session, position).await?;
             if uids.is_empty() {
                 if !recorded {
-                    self.record_cycle(started, 0);
+                    self.record_cycle(started);
                 }
                 return Ok(());
             }
@@ -69,8 +69,8 @@ impl MailboxWatch {
         let uidvalidity = position.uidvalidity;
         self.load_known(position)?;
         let builder = self.known.is_none().then(|| self.builder());
-        let (mut current, took) = fetch_ahead(session, &batch, builder, uidvalidity).await?;
-        self.record_fetch(took);
+        let (mut current, took, count) = fetch_ahead(session, &batch, builder, uidvalidity).await?;
+        self.record_fetch(took, count);
         let keep = self.post_process() == PostProcess::Keep;
         loop {
             self.load_known(position)?;
@@ -111,8 +111,8 @@ impl MailboxWatch {
                 self.known = published.known.take();
             }
             let prefetched = match prefetched {
-                Ok(Some((ahead, took))) => {
-                    self.record_fetch(took);
+                Ok(Some((ahead, took, count))) => {
+                    self.record_fetch(took, count);
                     Some(ahead)
                 }
                 Ok(None) => None,
@@ -153,7 +153,7 @@ impl MailboxWatch {
                     .await?;
             }
 
-            self.record_cycle(started, batch.uids.len());
+            self.record_cycle(started);
             started = Instant::now();
             if self.stopping() {
                 return Err(WatchError::Shutdown);
@@ -203,16 +203,18 @@ impl MailboxWatch {
         }
     }
 
-    fn record_fetch(&self, took: Duration) {
-        let (account, mailbox) = (self.account(), self.mailbox.as_str());
-        self.shared.metrics.record_fetch(account, mailbox, took);
-    }
-
-    fn record_cycle(&self, started: Instant, fetched: usize) {
+    fn record_fetch(&self, took: Duration, fetched: usize) {
         let (account, mailbox) = (self.account(), self.mailbox.as_str());
         self.shared
             .metrics
-            .record_cycle(account, mailbox, started.elapsed(), fetched);
+            .record_fetch(account, mailbox, took, fetched);
+    }
+
+    fn record_cycle(&self, started: Instant) {
+        let (account, mailbox) = (self.account(), self.mailbox.as_str());
+        self.shared
+            .metrics
+            .record_cycle(account, mailbox, started.elapsed());
     }
 
     /// Returns the UIDs above the checkpoint, without those the filter skips.
@@ -295,6 +297,7 @@ impl MailboxWatch {
 
         self.commit(documents.keys, next).await?;
         *position = next;
+        self.progressed = true;
         if passed {
             self.known = None;
         } else if let (Some(known), Some(keys)) = (&mut self.known, known_too) {
@@ -473,21 +476,24 @@ async fn build(
 }
 
 /// Fetches `batch`, and builds it too when a `builder` is given, which
-/// means that no known keys apply. Returns it with the fetch's duration.
+/// means that no known keys apply. Returns it with the fetch's duration and
+/// the number of mails fetched.
 async fn fetch_ahead(
     session: &mut Session,
     batch: &Batch,
     builder: Option<Builder>,
     uidvalidity: u32,
-) -> Result<(Ahead, Duration), WatchError> {
+) -> Result<(Ahead, Duration, usize), WatchError> {
     match builder {
         Some(builder) => {
-            let (documents, took) = fetch_and_build(session, batch, builder, uidvalidity).await?;
-            Ok((Ahead::Built(documents), took))
+            let (documents, took, count) =
+                fetch_and_build(session, batch, builder, uidvalidity).await?;
+            Ok((Ahead::Built(documents), took, count))
         }
         None => {
             let (fetched, took) = fetch(session, batch).await?;
-            Ok((Ahead::Fetched(fetched), took))
+            let count = fetched.len();
+            Ok((Ahead::Fetched(fetched), took, count))
         }
     }
 }
@@ -500,13 +506,14 @@ const HAND_OVER_BYTES: usize = 64 * 1024;
 
 /// Fetches the mails of `batch` and builds their documents on a blocking
 /// thread as they arrive, so that parsing does not wait for the last mail.
-/// Returns the documents and how long the fetch took.
+/// Returns the documents, how long the fetch took and how many mails it
+/// gave.
 async fn fetch_and_build(
     session: &mut Session,
     batch: &Batch,
     builder: Builder,
     uidvalidity: u32,
-) -> Result<(Documents, Duration), WatchError> {
+) -> Result<(Documents, Duration, usize), WatchError> {
     let (sender, groups) = std::sync::mpsc::channel::<Vec<Fetched>>();
     let building = tokio::task::spawn_blocking(move || {
         builder.documents_as_fetched(groups.into_iter().flatten(), uidvalidity)
@@ -531,8 +538,8 @@ async fn fetch_and_build(
     }
     // The thread's receiver ends here, whether the fetch succeeded or not.
     drop(sender);
-    fetched?;
-    Ok((joined(building).await?, took))
+    let count = fetched?;
+    Ok((joined(building).await?, took, count))
 }
 
 /// Waits for a blocking thread's result, and passes its panic on.

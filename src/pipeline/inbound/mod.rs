@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::assign::SharedCheckpoints;
 use super::backoff::Backoff;
@@ -40,6 +40,10 @@ const RECONNECT_CAP: Duration = Duration::from_secs(5 * 60);
 /// that a token whose refresh point has already passed cannot make the
 /// watch reconnect in a tight loop.
 const RENEW_PAUSE: Duration = Duration::from_secs(1);
+
+/// Delays between attempts to save a checkpoint that could not be written.
+const CHECKPOINT_RETRY_BASE: Duration = Duration::from_millis(500);
+const CHECKPOINT_RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// Time a sign-in may take before the mailbox counts as not ready.
 const SIGN_IN_GRACE: Duration = Duration::from_secs(5);
@@ -81,6 +85,9 @@ pub struct MailboxWatch {
     move_to: Option<String>,
     /// The access token of the last sign-in.
     signed_in_with: Option<AccessToken>,
+    /// Whether a batch was checkpointed since the last failure, which
+    /// makes the next reconnect start again from the shortest delay.
+    progressed: bool,
 }
 
 /// Reason a session ended without an error.
@@ -114,6 +121,7 @@ impl MailboxWatch {
             warned_no_idle: false,
             move_to: None,
             signed_in_with: None,
+            progressed: false,
         }
     }
 
@@ -152,6 +160,11 @@ impl MailboxWatch {
                 }
                 Err(err) => {
                     self.refresh_expired_token(&err).await;
+                    // A session that checkpointed mail worked: its failure
+                    // is a new one, not one more of a series.
+                    if std::mem::take(&mut self.progressed) {
+                        backoff.reset();
+                    }
                     self.failed(&err, &mut backoff).await;
                 }
             }
@@ -398,13 +411,40 @@ impl MailboxWatch {
 
     /// Remembers the keys of a batch's published mail, then saves the
     /// checkpoint that follows the batch, as [`MailboxWatch::save`] does.
+    ///
+    /// A failed write, such as on a full disk, is retried here until it
+    /// succeeds or the process stops, with the mailbox not ready
+    /// meanwhile. Reconnecting instead would publish the confirmed batch
+    /// again at every attempt.
     async fn commit(&self, keys: Vec<String>, checkpoint: Checkpoint) -> Result<(), WatchError> {
-        let bytes = self.checkpoints.encode(checkpoint);
-        let shared = self.shared.shared_checkpoints.as_ref();
-        let copy = shared.map(|_| bytes.clone());
-        self.checkpoints.commit(keys, bytes).await?;
-        if let (Some(shared), Some(copy)) = (shared, copy) {
-            shared.save(&self.mailbox, copy).await?;
+        let bytes: Arc<[u8]> = self.checkpoints.encode(checkpoint).into();
+        let keys: Arc<[String]> = keys.into();
+        let mut backoff = Backoff::new(CHECKPOINT_RETRY_BASE, CHECKPOINT_RETRY_CAP);
+        while let Err(err) = self.checkpoints.commit(keys.clone(), bytes.clone()).await {
+            let delay = backoff.next_delay();
+            error!(
+                pipeline = %self.shared.pipeline, account = %self.account(), mailbox = %self.mailbox,
+                error = %err, error_type = err.kind(), attempt = backoff.attempts(),
+                retry_in_ms = delay.as_millis() as u64,
+                "Checkpoint not saved; retrying, and publishing no further batch until it is saved"
+            );
+            self.shared
+                .readiness
+                .not_ready(&self.component(), err.to_string());
+            self.sleep(delay).await;
+            if self.stopping() {
+                return Err(WatchError::Shutdown);
+            }
+        }
+        if backoff.attempts() > 0 {
+            info!(
+                pipeline = %self.shared.pipeline, mailbox = %self.mailbox,
+                attempts = backoff.attempts() + 1, "Checkpoint saved after failed attempts"
+            );
+            self.shared.readiness.ready(&self.component());
+        }
+        if let Some(shared) = &self.shared.shared_checkpoints {
+            shared.save(&self.mailbox, bytes.to_vec()).await?;
         }
         Ok(())
     }

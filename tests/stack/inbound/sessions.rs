@@ -279,3 +279,64 @@ async fn inbound_introspection_outage_retries_in_sequence() {
         assert!(line.contains("retry_in_ms="), "{line}");
     }
 }
+
+#[tokio::test]
+async fn inbound_unwritable_state_retried_without_publishing_again() {
+    let setup = Setup::new("inbound-state-fails");
+    let topic = unique("sessions.kafka");
+    create_topic(&topic).await;
+    let pipeline = format!(
+        "[inbound.kafka]\naccount = \"watched\"\nmailboxes = [\"INBOX\"]\n\
+         broker = \"kafka\"\ntopic = \"{topic}\"\nbatch_size = 5\n"
+    );
+    setup.prepare(&pipeline).await;
+    for n in 0..12 {
+        append(
+            &setup.user,
+            "INBOX",
+            &mail(&unique("s"), &format!("mail {n}")),
+        )
+        .await;
+    }
+    // A directory where the keys file belongs makes every write fail, as
+    // a full disk would, until it is removed.
+    let known = setup.state().join("checkpoints/kafka/INBOX.known");
+    std::fs::create_dir_all(&known).expect("create the blocking directory");
+
+    let bridge = setup.start();
+    let (status, body) = setup
+        .wait_readyz(PATIENCE, |_, body| body.to_string().contains("INBOX.known"))
+        .await;
+    // Several attempts fail meanwhile, 0.5 s apart and longer.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = kafka_settled(&topic, 5, PATIENCE).await;
+    // The mails fetched count though no batch was checkpointed yet.
+    let fetched = "mailbridge_imap_messages_fetched_total{account=\"watched\",mailbox=\"INBOX\"}";
+    let fetched_during = setup.sample(fetched).await;
+    std::fs::remove_dir(&known).expect("remove the blocking directory");
+    let records = kafka_settled(&topic, 12, PATIENCE).await;
+    bridge.stop().await;
+
+    let log = setup.log();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("free space"), "{body}");
+    assert_eq!(during.len(), 5, "the first batch went out again:\n{log}");
+    assert!(
+        fetched_during.is_some_and(|fetched| fetched >= 5.0),
+        "fetched mails not counted: {fetched_during:?}"
+    );
+    assert_eq!(records.len(), 12, "log:\n{log}");
+    let ids: std::collections::BTreeSet<_> = records
+        .iter()
+        .map(|record| record.document["id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 12, "repeats:\n{log}");
+    assert!(
+        log.contains("Checkpoint not saved; retrying"),
+        "log:\n{log}"
+    );
+    assert!(
+        log.contains("Checkpoint saved after failed attempts"),
+        "log:\n{log}"
+    );
+}
