@@ -22,10 +22,11 @@ pub(crate) const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// spaces its connections to brokers it has not used yet by half of it.
 const RECONNECT_BACKOFF: &str = "reconnect.backoff.ms";
 
-/// Default of [`RECONNECT_BACKOFF`]. With librdkafka's 100 ms, a producer
-/// waited about 50 ms after the first metadata response before it
-/// connected to the partition leader, on every start; with 10 ms it waits
-/// 11 ms. Later delays still double up to `reconnect.backoff.max.ms`.
+/// Default of [`RECONNECT_BACKOFF`]. With librdkafka 2.12's 100 ms, a
+/// producer waited about 50 ms after the first metadata response before
+/// it connected to the partition leader, at every start. With 10 ms it
+/// waits 11 ms, and later delays still double up to
+/// `reconnect.backoff.max.ms`.
 const DEFAULT_RECONNECT_BACKOFF_MS: &str = "10";
 
 /// librdkafka's names of the message timeout.

@@ -160,8 +160,8 @@ impl MailboxWatch {
                 }
                 Err(err) => {
                     self.refresh_expired_token(&err).await;
-                    // A session that checkpointed mail worked: its failure
-                    // is a new one, not one more of a series.
+                    // A session that checkpointed mail worked, so its
+                    // failure starts a new series of delays.
                     if std::mem::take(&mut self.progressed) {
                         backoff.reset();
                     }

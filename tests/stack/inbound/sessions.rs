@@ -281,7 +281,7 @@ async fn inbound_introspection_outage_retries_in_sequence() {
 }
 
 #[tokio::test]
-async fn inbound_unwritable_state_retried_without_publishing_again() {
+async fn inbound_state_write_retried_in_place() {
     let setup = Setup::new("inbound-state-fails");
     let topic = unique("sessions.kafka");
     create_topic(&topic).await;

@@ -557,10 +557,10 @@ impl Cpu {
         self.mailbridge + self.bench + self.others
     }
 
-    /// Says how fast the processor time per mail, without
-    /// `mailbridge-bench`'s, lets a step go at most, with all `cores` busy
-    /// all the time, as a share of `slower_rate`, in mails a second.
-    /// Returns nothing when the core count is unknown.
+    /// Describes the highest rate that the step's processor time per mail
+    /// allows with all `cores` busy, leaving out `mailbridge-bench`, as a
+    /// share of `slower_rate` in mails a second. Returns an empty string
+    /// when the core count is unknown.
     pub fn full_cores_text(&self, cores: usize, slower_rate: f64) -> String {
         let per_thousand = self.mailbridge + self.others;
         if cores == 0 || per_thousand <= 0.0 {
