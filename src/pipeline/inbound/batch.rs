@@ -92,7 +92,7 @@ impl MailboxWatch {
                     return Ok(Some(published));
                 }
                 self.known = published.known;
-                self.finish_kept(position, &batch, published.documents, published.took)
+                self.finish(None, position, &batch, published.documents, published.took)
                     .await?;
                 Ok::<_, WatchError>(None)
             };
@@ -126,7 +126,7 @@ impl MailboxWatch {
                     {
                         let finished = self
                             .finish(
-                                session,
+                                Some(session),
                                 position,
                                 &batch,
                                 published.documents,
@@ -149,7 +149,7 @@ impl MailboxWatch {
                     true => published.started.elapsed(),
                     false => published.took,
                 };
-                self.finish(session, position, &batch, documents, took)
+                self.finish(Some(session), position, &batch, documents, took)
                     .await?;
             }
 
@@ -232,34 +232,25 @@ impl MailboxWatch {
     }
 
     /// Completes a batch whose documents the broker confirmed `took` after
-    /// the start of their publication: post-processes it, remembers the
-    /// published keys and saves the checkpoint.
+    /// the start of their publication: post-processes it with `session`,
+    /// remembers the published keys and saves the checkpoint. Without a
+    /// session, as with `keep` while the session fetches the next batch,
+    /// the mail stays as it is.
     async fn finish(
         &mut self,
-        session: &mut Session,
+        session: Option<&mut Session>,
         position: &mut Checkpoint,
         batch: &Batch,
         documents: Documents,
         took: Duration,
     ) -> Result<(), WatchError> {
         self.record_batch(&documents, took);
-        let processed = self.keep_unparsed(&batch.uids, &documents.unparsed);
-        session
-            .post_process(&processed, &self.post_process())
-            .await?;
-        self.commit_batch(position, batch, documents).await
-    }
-
-    /// Completes a confirmed batch whose mail stays as it is (`keep`), so
-    /// without the session, which meanwhile fetches the next batch.
-    async fn finish_kept(
-        &mut self,
-        position: &mut Checkpoint,
-        batch: &Batch,
-        documents: Documents,
-        took: Duration,
-    ) -> Result<(), WatchError> {
-        self.record_batch(&documents, took);
+        if let Some(session) = session {
+            let processed = self.keep_unparsed(&batch.uids, &documents.unparsed);
+            session
+                .post_process(&processed, &self.post_process())
+                .await?;
+        }
         self.commit_batch(position, batch, documents).await
     }
 
@@ -402,13 +393,7 @@ impl MailboxWatch {
                 retry_in_ms = delay.as_millis() as u64,
                 "Broker did not confirm the batch; retrying before anything is acknowledged"
             );
-            self.shared
-                .readiness
-                .not_ready(&self.component(), err.to_string());
-            self.sleep(delay).await;
-            if self.stopping() {
-                return Err(WatchError::Shutdown);
-            }
+            self.wait_to_retry(err.to_string(), delay).await?;
             session.noop(self.shared.settings.liveness_timeout).await?;
             attempt = self.shared.publisher.publish(records).await;
         }

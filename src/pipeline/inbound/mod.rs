@@ -393,6 +393,17 @@ impl MailboxWatch {
         *self.shared.shutdown.borrow()
     }
 
+    /// Marks the mailbox not ready for `reason` and sleeps for `delay`.
+    /// Returns [`WatchError::Shutdown`] when the process stops meanwhile.
+    async fn wait_to_retry(&self, reason: String, delay: Duration) -> Result<(), WatchError> {
+        self.shared.readiness.not_ready(&self.component(), reason);
+        self.sleep(delay).await;
+        match self.stopping() {
+            true => Err(WatchError::Shutdown),
+            false => Ok(()),
+        }
+    }
+
     /// Sleeps for `delay`, or less when the process stops.
     async fn sleep(&self, delay: Duration) {
         let mut shutdown = self.shared.shutdown.clone();
@@ -428,13 +439,7 @@ impl MailboxWatch {
                 retry_in_ms = delay.as_millis() as u64,
                 "Checkpoint not saved; retrying, and publishing no further batch until it is saved"
             );
-            self.shared
-                .readiness
-                .not_ready(&self.component(), err.to_string());
-            self.sleep(delay).await;
-            if self.stopping() {
-                return Err(WatchError::Shutdown);
-            }
+            self.wait_to_retry(err.to_string(), delay).await?;
         }
         if backoff.attempts() > 0 {
             info!(
