@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -101,6 +101,15 @@ impl CheckpointError {
             Self::Mismatch { .. } => "checkpoint_mismatch",
         }
     }
+}
+
+/// A failed [`CheckpointStore::commit`].
+#[derive(Debug)]
+pub struct Unsaved {
+    pub error: CheckpointError,
+    /// Whether the keys were appended and synced, so that the next attempt
+    /// leaves them out.
+    pub keys_written: bool,
 }
 
 /// The checkpoint files of one (pipeline, mailbox).
@@ -199,38 +208,45 @@ impl CheckpointStore {
     /// read from the IMAP server. The new checkpoint is written beside the
     /// old one while the keys are appended, and replaces it only once
     /// both are synced, so a checkpoint on disk never lacks its keys.
-    pub async fn commit(
-        &self,
-        keys: Arc<[String]>,
-        bytes: Arc<[u8]>,
-    ) -> Result<(), CheckpointError> {
+    pub async fn commit(&self, keys: Arc<[String]>, bytes: Arc<[u8]>) -> Result<(), Unsaved> {
         let store = self.clone();
         let written = tokio::task::spawn_blocking(move || {
+            let unsaved = |error, keys_written| Unsaved {
+                error,
+                keys_written,
+            };
             if keys.is_empty() {
-                return store.write(&bytes);
+                return store.write(&bytes).map_err(|error| unsaved(error, true));
             }
             std::thread::scope(|scope| {
                 let remembered = scope.spawn(|| store.remember(&keys));
                 let replacement = state::Replacement::write(&store.path, "checkpoint", &bytes)
                     .map_err(|source| store.io("write", &store.path, source));
                 match remembered.join() {
-                    Ok(remembered) => remembered?,
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return Err(unsaved(error, false)),
                     Err(panic) => std::panic::resume_unwind(panic),
                 }
-                replacement?
-                    .replace()
-                    .map_err(|source| store.io("write", &store.path, source))
+                replacement
+                    .and_then(|replacement| {
+                        let replaced = replacement.replace();
+                        replaced.map_err(|source| store.io("write", &store.path, source))
+                    })
+                    .map_err(|error| unsaved(error, true))
             })
         });
         match written.await {
             Ok(result) => result,
             Err(err) => match err.try_into_panic() {
                 Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => Err(self.io(
-                    "write",
-                    &self.path,
-                    io::Error::other("the runtime shut down during the write"),
-                )),
+                Err(_) => Err(Unsaved {
+                    error: self.io(
+                        "write",
+                        &self.path,
+                        io::Error::other("the runtime shut down during the write"),
+                    ),
+                    keys_written: false,
+                }),
             },
         }
     }
@@ -252,23 +268,38 @@ impl CheckpointStore {
             }
             let mut file = OpenOptions::new()
                 .create(true)
+                .read(true)
                 .append(true)
                 .mode(0o600)
                 .open(&self.known_path)?;
             // The mode above applies only to a new file, and earlier
             // versions created the file with mode 0644.
-            if file.metadata()?.permissions().mode() & 0o077 != 0 {
+            let metadata = file.metadata()?;
+            if metadata.permissions().mode() & 0o077 != 0 {
                 file.set_permissions(Permissions::from_mode(0o600))?;
             }
+            let length = metadata.len();
             let mut lines = String::new();
+            // A line cut off by an earlier failure stays a line of its own.
+            let mut last = [0; 1];
+            if length > 0 && file.read_at(&mut last, length - 1)? == 1 && last[0] != b'\n' {
+                lines.push('\n');
+            }
             for key in keys {
                 // A key is one line: Message-IDs cannot hold line breaks
                 // once parsed, and a stray one must not split the entry.
                 lines.push_str(&key.replace(['\r', '\n'], " "));
                 lines.push('\n');
             }
-            file.write_all(lines.as_bytes())?;
-            file.sync_data()
+            let appended = file
+                .write_all(lines.as_bytes())
+                .and_then(|()| file.sync_data());
+            if appended.is_err() {
+                // Takes back a partial append, such as on a full disk, so
+                // that the retry does not follow a cut-off key.
+                let _ = file.set_len(length);
+            }
+            appended
         };
 
         append().map_err(|source| self.io("append to", &self.known_path, source))
@@ -282,9 +313,11 @@ impl CheckpointStore {
             Err(source) => return Err(self.io("read", &self.known_path, source)),
         };
         let mut keys = HashSet::new();
-        for line in BufReader::new(file).lines() {
+        // A line that is not UTF-8, such as one cut off inside a character,
+        // matches no key but does not make the others unreadable.
+        for line in BufReader::new(file).split(b'\n') {
             let line = line.map_err(|source| self.io("read", &self.known_path, source))?;
-            keys.insert(line);
+            keys.insert(String::from_utf8_lossy(&line).into_owned());
         }
 
         Ok(keys)
@@ -415,8 +448,10 @@ mod tests {
 
         let keys = vec!["<a@example.test>".to_owned()];
         let bytes = store.encode(checkpoint(90));
-        let err = store.commit(keys.into(), bytes.into()).await.unwrap_err();
+        let unsaved = store.commit(keys.into(), bytes.into()).await.unwrap_err();
 
+        let err = unsaved.error;
+        assert!(!unsaved.keys_written);
         assert!(err.to_string().contains(".known"), "{err}");
         assert_eq!(store.load().unwrap(), Some(checkpoint(40)));
         let directory = store.path().parent().unwrap();
@@ -426,6 +461,48 @@ mod tests {
             .filter(|name| name.to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn commit_reports_keys_written_when_the_checkpoint_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        // A non-empty directory cannot be replaced by a rename.
+        std::fs::create_dir_all(store.path().join("blocking")).unwrap();
+
+        let keys: Arc<[String]> = vec!["<a@example.test>".to_owned()].into();
+        let bytes: Arc<[u8]> = store.encode(checkpoint(90)).into();
+        let unsaved = store.commit(keys, bytes.clone()).await.unwrap_err();
+        std::fs::remove_dir_all(store.path()).unwrap();
+        store.commit(Arc::new([]), bytes).await.unwrap();
+
+        assert!(unsaved.keys_written);
+        assert!(
+            unsaved.error.to_string().contains(".json"),
+            "{}",
+            unsaved.error
+        );
+        assert_eq!(store.load().unwrap(), Some(checkpoint(90)));
+        let known = std::fs::read_to_string(store.path().with_extension("known")).unwrap();
+        assert_eq!(known, "<a@example.test>\n");
+    }
+
+    #[test]
+    fn key_after_a_cut_off_line_starts_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        store.remember(&["<a@example.test>".into()]).unwrap();
+        let known_path = store.path().with_extension("known");
+        // An append cut off inside a UTF-8 character, as on a full disk.
+        let mut file = OpenOptions::new().append(true).open(&known_path).unwrap();
+        file.write_all(b"<caf\xc3").unwrap();
+
+        store.remember(&["<b@example.test>".into()]).unwrap();
+
+        let known = store.known().unwrap();
+        assert!(known.contains("<a@example.test>"), "{known:?}");
+        assert!(known.contains("<b@example.test>"), "{known:?}");
+        assert_eq!(known.len(), 3, "{known:?}");
     }
 
     #[test]

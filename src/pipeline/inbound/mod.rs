@@ -429,9 +429,13 @@ impl MailboxWatch {
     /// again at every attempt.
     async fn commit(&self, keys: Vec<String>, checkpoint: Checkpoint) -> Result<(), WatchError> {
         let bytes: Arc<[u8]> = self.checkpoints.encode(checkpoint).into();
-        let keys: Arc<[String]> = keys.into();
+        let mut keys: Arc<[String]> = keys.into();
         let mut backoff = Backoff::new(CHECKPOINT_RETRY_BASE, CHECKPOINT_RETRY_CAP);
-        while let Err(err) = self.checkpoints.commit(keys.clone(), bytes.clone()).await {
+        while let Err(unsaved) = self.checkpoints.commit(keys.clone(), bytes.clone()).await {
+            if unsaved.keys_written {
+                keys = Arc::new([]);
+            }
+            let err = unsaved.error;
             let delay = backoff.next_delay();
             error!(
                 pipeline = %self.shared.pipeline, account = %self.account(), mailbox = %self.mailbox,
@@ -439,7 +443,14 @@ impl MailboxWatch {
                 retry_in_ms = delay.as_millis() as u64,
                 "Checkpoint not saved; retrying, and publishing no further batch until it is saved"
             );
-            self.wait_to_retry(err.to_string(), delay).await?;
+            if let Err(stop) = self.wait_to_retry(err.to_string(), delay).await {
+                warn!(
+                    pipeline = %self.shared.pipeline, mailbox = %self.mailbox,
+                    last_uid = checkpoint.last_uid,
+                    "Stopping before the checkpoint was saved, so the batch up to this UID is published again after the restart"
+                );
+                return Err(stop);
+            }
         }
         if backoff.attempts() > 0 {
             info!(
