@@ -263,6 +263,8 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
                 SATURATED * 100.0,
                 (cpu.mailbridge - imap_cpu.bench).max(0.0),
             );
+        }
+        if ratio < TARGET_RATIO {
             verdict.push_str(&cpu.ceiling_text(&imap_cpu, "the IMAP limit"));
         }
         verdicts.push(verdict);
@@ -505,16 +507,28 @@ fn batch_text(batches: &Value, name: &str, documents: f64, limit_ms: f64, imap_m
         ),
         _ => "The next batch is fetched and built in that time".to_owned(),
     };
-    format!(
+    let imap_batch_ms = imap_ms * per_batch;
+    let mut text = format!(
         " Its {count:.0} batches of {per_batch:.0} mails on average took {cycle_ms:.1} ms each \
          (`mailbridge_imap_poll_duration_seconds`). Of that, {publish_ms:.1} ms ran from the \
          start of a batch's publication until {name} had confirmed it \
          (`mailbridge_publish_duration_seconds`). {meanwhile}; the other {rest_ms:.1} ms of a \
          batch went to waiting for it after the confirmation and to the checkpoint. For as \
-         many mails, the {name} limit took {:.1} ms and the IMAP limit {:.1} ms.",
+         many mails, the {name} limit took {:.1} ms and the IMAP limit {imap_batch_ms:.1} ms.",
         limit_ms * per_batch,
-        imap_ms * per_batch,
-    )
+    );
+    // The build time counts only the work on the mails, on one thread.
+    if let Some(build_ms) = batches["build_ms"].as_f64()
+        && build_ms > imap_batch_ms
+    {
+        let _ = write!(
+            text,
+            " Building a batch took longer on its one thread than the IMAP limit took to \
+             fetch as many mails, so the build alone caps this step at {} of the IMAP limit.",
+            shown(imap_batch_ms / build_ms)
+        );
+    }
+    text
 }
 
 /// Group keys of the result files with their names on the page.
@@ -580,10 +594,12 @@ impl Cpu {
     /// per mail over this step's.
     pub fn ceiling_text(&self, limit: &Cpu, limit_name: &str) -> String {
         let ceiling = limit.total() / self.total().max(f64::MIN_POSITIVE);
+        // Plain mails take hundredths of a core-second per 1,000.
+        let decimals = if self.total() < 1.0 { 3 } else { 2 };
         format!(
-            " In all, the run took {:.2} core-seconds per 1,000 mails and {limit_name} \
-             {:.2}, so with the cores as busy as during {limit_name}, the run could reach \
-             at most {ceiling:.2} of it.",
+            " In all, the run took {:.decimals$} core-seconds per 1,000 mails and {limit_name} \
+             {:.decimals$}, so with the cores as busy as during {limit_name}, the run could \
+             reach at most {ceiling:.2} of it.",
             self.total(),
             limit.total(),
         )
@@ -759,6 +775,15 @@ mod tests {
         );
         assert!(
             text.ends_with("the Kafka limit took 6.2 ms and the IMAP limit 150.0 ms."),
+            "{text}"
+        );
+
+        let slow_build = serde_json::json!({
+            "count": 20.0, "cycle_ms": 116.0, "publish_ms": 1.4, "fetch_ms": 86.8, "build_ms": 100.0
+        });
+        let text = batch_text(&slow_build, "Kafka", 500.0, 0.03, 3.5);
+        assert!(
+            text.ends_with("the build alone caps this step at 0.87 of the IMAP limit."),
             "{text}"
         );
 
