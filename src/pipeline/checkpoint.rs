@@ -488,7 +488,7 @@ mod tests {
     }
 
     #[test]
-    fn key_after_a_cut_off_line_starts_its_own() {
+    fn remember_after_cut_off_line() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         store.remember(&["<a@example.test>".into()]).unwrap();

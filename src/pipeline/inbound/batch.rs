@@ -117,10 +117,11 @@ impl MailboxWatch {
                 }
                 Ok(None) => None,
                 Err(err) => {
-                    // The session is gone. A batch the broker confirmed is
-                    // still checkpointed when its post-processing needs no
-                    // session (`keep`), which then already happened;
-                    // otherwise it is published again after the reconnect.
+                    // The session is gone. With `keep`, a batch that the
+                    // broker confirmed at the first attempt was checkpointed
+                    // above already. With other post-processing, such a
+                    // batch is checkpointed here only if that still works.
+                    // Any other batch is published again after the reconnect.
                     if let Some(published) = published
                         && published.first_attempt.is_ok()
                     {
@@ -284,14 +285,14 @@ impl MailboxWatch {
             next.filter = None;
         }
         // Known keys grow only with keys that were written.
-        let known_too = (self.known.is_some() && !passed).then(|| documents.keys.clone());
+        let keys_for_known = (self.known.is_some() && !passed).then(|| documents.keys.clone());
 
         self.commit(documents.keys, next).await?;
         *position = next;
         self.progressed = true;
         if passed {
             self.known = None;
-        } else if let (Some(known), Some(keys)) = (&mut self.known, known_too) {
+        } else if let (Some(known), Some(keys)) = (&mut self.known, keys_for_known) {
             known.extend(keys);
         }
         Ok(())

@@ -398,10 +398,10 @@ impl MailboxWatch {
     async fn wait_to_retry(&self, reason: String, delay: Duration) -> Result<(), WatchError> {
         self.shared.readiness.not_ready(&self.component(), reason);
         self.sleep(delay).await;
-        match self.stopping() {
-            true => Err(WatchError::Shutdown),
-            false => Ok(()),
+        if self.stopping() {
+            return Err(WatchError::Shutdown);
         }
+        Ok(())
     }
 
     /// Sleeps for `delay`, or less when the process stops.

@@ -307,7 +307,8 @@ async fn inbound_state_write_retried_in_place() {
     let (status, body) = setup
         .wait_readyz(PATIENCE, |_, body| body.to_string().contains("INBOX.known"))
         .await;
-    // Several attempts fail meanwhile, 0.5 s apart and longer.
+    // Several attempts fail meanwhile, after random delays of up to 0.5 s
+    // at first.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = kafka_settled(&topic, 5, PATIENCE).await;
     // The mails fetched count though no batch was checkpointed yet.

@@ -252,19 +252,17 @@ fn backfill_section(page: &mut String, dir: &Path, set: &str, title: &str) -> Re
         if ratio < TARGET_RATIO {
             let cores = std::thread::available_parallelism().map_or(0, usize::from);
             verdict.push_str(&cpu.full_cores_text(cores, slower));
-        }
-        if ratio < TARGET_RATIO && cpu.busy >= SATURATED {
-            let _ = write!(
-                verdict,
-                " With the cores at least {:.0} % busy, processor time set the pace: \
-                 per 1,000 mails, mailbridge took {:.2} core-seconds more than the \
-                 IMAP limit's client, for parsing, decoding, hashing and publishing \
-                 (see the profile), and that time was not left to the servers.",
-                SATURATED * 100.0,
-                (cpu.mailbridge - imap_cpu.bench).max(0.0),
-            );
-        }
-        if ratio < TARGET_RATIO {
+            if cpu.busy >= SATURATED {
+                let _ = write!(
+                    verdict,
+                    " With the cores at least {:.0} % busy, processor time set the pace: \
+                     per 1,000 mails, mailbridge took {:.2} core-seconds more than the \
+                     IMAP limit's client, for parsing, decoding, hashing and publishing \
+                     (see the profile), and that time was not left to the servers.",
+                    SATURATED * 100.0,
+                    (cpu.mailbridge - imap_cpu.bench).max(0.0),
+                );
+            }
             verdict.push_str(&cpu.ceiling_text(&imap_cpu, "the IMAP limit"));
         }
         verdicts.push(verdict);
